@@ -1,0 +1,3 @@
+from run_s3fs.cli import main
+
+main()
