@@ -37,7 +37,7 @@ class S3Server:
     process: subprocess.Popen[bytes]
     log: Path
 
-    def client(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):  # noqa: ANN201
+    def client(self, access_key: str = ACCESS_KEY, secret_key: str = SECRET_KEY):
         import boto3
         from botocore.config import Config as BotoConfig
 
@@ -94,13 +94,13 @@ def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[S3Server]:
 
 
 @pytest.fixture
-def s3(s3_server: S3Server):  # noqa: ANN201
+def s3(s3_server: S3Server):
     """A boto3 S3 client bound to the session's server."""
     return s3_server.client()
 
 
 @pytest.fixture
-def bucket(s3) -> str:  # noqa: ANN001
+def bucket(s3) -> str:
     """A fresh, empty bucket per test."""
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
@@ -114,3 +114,142 @@ def fuse_usable() -> str | None:
     if not os.access("/dev/fuse", os.R_OK | os.W_OK):
         return "/dev/fuse is not accessible to this user"
     return None
+
+
+# --- mounting ---------------------------------------------------------------------------
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """Exact match against the kernel's mount table (octal escapes decoded)."""
+    target = str(mountpoint)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[1].encode().decode("unicode_escape") if "\\" in fields[1] else fields[1]
+            if point == target:
+                return True
+    return False
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def unmount(mountpoint: Path) -> None:
+    """Unmount (lazily, so a busy or dead mount goes too); ignore "not mounted"."""
+    for tool in ("fusermount3", "fusermount"):
+        if subprocess.run([tool, "-uz", str(mountpoint)], capture_output=True).returncode == 0:
+            return
+    subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True)
+
+
+@dataclass
+class Mount:
+    """A backend process serving `path` in the foreground."""
+
+    path: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def stop(self, timeout: float = 30) -> int:
+        """SIGTERM the daemon (as supervisord would), wait for it, return its exit status."""
+        if self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if is_mounted(self.path):
+            unmount(self.path)
+        return self.process.returncode
+
+
+def backend_argv(backend: str, bucket_spec: str, mountpoint: Path, options: list[str]) -> list[str]:
+    """The foreground command line of `backend` ("s3fs" or "python"), s3fs syntax for both."""
+    opts = ",".join(options)
+    if backend == "s3fs":
+        return ["s3fs", bucket_spec, str(mountpoint), "-f", "-o", opts]
+    if backend == "python":
+        return [sys.executable, "-m", "run_s3fs.fs", bucket_spec, str(mountpoint), "-f", "-o", opts]
+    raise ValueError(backend)
+
+
+def start_mount(
+    backend: str,
+    server: S3Server,
+    bucket_spec: str,
+    mountpoint: Path,
+    passwd_file: Path,
+    extra_options: list[str] | None = None,
+    log: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 20,
+) -> Mount:
+    """Mount `bucket_spec` at `mountpoint` with `backend` against `server` and wait until live."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    options = [
+        f"passwd_file={passwd_file}",
+        f"url={server.url}",
+        "use_path_request_style",
+        *(extra_options or []),
+    ]
+    log = log or mountpoint.parent / f"{mountpoint.name}.{backend}.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            backend_argv(backend, bucket_spec, mountpoint, options),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, **(env or {})},
+        )
+    mount = Mount(mountpoint, proc, log)
+    if not wait_for(lambda: is_mounted(mountpoint) or proc.poll() is not None, timeout):
+        mount.stop()
+        raise RuntimeError(f"{backend} did not mount within {timeout}s: {log.read_text()[-3000:]}")
+    if proc.poll() is not None:
+        raise RuntimeError(f"{backend} exited with {proc.returncode}: {log.read_text()[-3000:]}")
+    return mount
+
+
+@pytest.fixture
+def passwd_file(tmp_path: Path) -> Path:
+    path = tmp_path / "passwd-s3fs"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
+    return path
+
+
+@pytest.fixture
+def require_fuse() -> None:
+    reason = fuse_usable()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture
+def mounter(s3_server: S3Server, passwd_file: Path, tmp_path: Path, require_fuse: None):
+    """mounter(backend, bucket_spec, name="mnt", options=[...]) -> Mount; all stopped at teardown."""
+    mounts: list[Mount] = []
+
+    def mount(
+        backend: str,
+        bucket_spec: str,
+        name: str = "mnt",
+        options: list[str] | None = None,
+        **kwargs,
+    ) -> Mount:
+        m = start_mount(
+            backend, s3_server, bucket_spec, tmp_path / name, passwd_file, options, **kwargs
+        )
+        mounts.append(m)
+        return m
+
+    yield mount
+    for m in reversed(mounts):
+        m.stop()
