@@ -234,7 +234,7 @@ def require_fuse() -> None:
 
 @pytest.fixture
 def mounter(s3_server: S3Server, passwd_file: Path, tmp_path: Path, require_fuse: None):
-    """mounter(backend, bucket_spec, name="mnt", options=[...]) -> Mount; all stopped at teardown."""
+    """mounter(backend, bucket_spec, name="mnt", options=[...]) -> Mount; stopped at teardown."""
     mounts: list[Mount] = []
 
     def mount(
