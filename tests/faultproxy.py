@@ -1,0 +1,210 @@
+"""A fault-injecting HTTP proxy for S3 traffic, on loopback, for the reliability tests.
+
+It sits between a client (a backend under test) and the S3 server and, per request,
+at configured rates: answers 500 InternalError or 503 SlowDown without forwarding,
+resets the connection (before forwarding, so the server never saw the request),
+or delays the response. `down()` makes it refuse all traffic, as if the server were
+gone; `up()` brings it back.
+
+Faults are injected only *before* a request reaches the server, the way real S3's
+front end fails: a request that got an error had no effect, so any retry is safe.
+"""
+
+from __future__ import annotations
+
+import http.client
+import random
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from urllib.parse import urlsplit
+
+_ERROR_BODIES = {
+    500: (
+        "InternalError",
+        "We encountered an internal error. Please try again.",
+    ),
+    503: ("SlowDown", "Please reduce your request rate."),
+}
+
+# Hop-by-hop headers are the proxy's own business, not the server's.
+_HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
+
+
+@dataclass
+class FaultRates:
+    """Probabilities per request (0.0 to 1.0), drawn independently in this order."""
+
+    error500: float = 0.0
+    slowdown503: float = 0.0
+    reset: float = 0.0
+    delay: float = 0.0
+    delay_seconds: float = 0.5
+
+
+@dataclass
+class FaultStats:
+    requests: int = 0
+    forwarded: int = 0
+    error500: int = 0
+    slowdown503: int = 0
+    reset: int = 0
+    delayed: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def count(self, name: str) -> None:
+        with self.lock:
+            setattr(self, name, getattr(self, name) + 1)
+
+
+class FaultProxy:
+    """`FaultProxy(upstream_url).start()`; point clients at `.url`; `.stop()` at the end."""
+
+    def __init__(self, upstream_url: str, rates: FaultRates | None = None, seed: int = 0):
+        parts = urlsplit(upstream_url)
+        self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
+        self.rates = rates or FaultRates()
+        self.stats = FaultStats()
+        self._random = random.Random(seed)
+        self._random_lock = threading.Lock()
+        self._down = threading.Event()
+        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server.daemon_threads = True
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self._server.server_address[1]}"
+
+    def start(self) -> FaultProxy:
+        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+
+    def down(self) -> None:
+        """Refuse every request (connection reset) until `up()`."""
+        self._down.set()
+
+    def up(self) -> None:
+        self._down.clear()
+
+    def set_rates(self, rates: FaultRates) -> None:
+        self.rates = rates
+
+    def _draw(self) -> str | None:
+        rates = self.rates
+        with self._random_lock:
+            for name in ("error500", "slowdown503", "reset", "delay"):
+                if self._random.random() < getattr(rates, name):
+                    return name
+        return None
+
+    def _handler_class(self) -> type[BaseHTTPRequestHandler]:
+        proxy = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, format: str, *args: object) -> None:
+                pass  # quiet: the tests read the stats instead
+
+            def _read_body(self) -> bytes:
+                if self.headers.get("Transfer-Encoding", "").lower() == "chunked":
+                    chunks = []
+                    while True:
+                        size = int(self.rfile.readline().split(b";")[0].strip(), 16)
+                        if size == 0:
+                            while self.rfile.readline() not in (b"\r\n", b"\n", b""):
+                                pass
+                            return b"".join(chunks)
+                        chunks.append(self.rfile.read(size))
+                        self.rfile.readline()
+                length = int(self.headers.get("Content-Length") or 0)
+                return self.rfile.read(length) if length else b""
+
+            def _reset(self) -> None:
+                # SO_LINGER 0: close sends RST, which clients see as "connection reset".
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                self.close_connection = True
+                self.connection.close()
+
+            def _error(self, status: int) -> None:
+                code, message = _ERROR_BODIES[status]
+                body = (
+                    '<?xml version="1.0" encoding="UTF-8"?>\n'
+                    f"<Error><Code>{code}</Code><Message>{message}</Message>"
+                    "<RequestId>faultproxy</RequestId></Error>"
+                ).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/xml")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(body)
+
+            def _handle(self) -> None:
+                body = self._read_body()
+                proxy.stats.count("requests")
+                if proxy._down.is_set():
+                    proxy.stats.count("refused")
+                    self._reset()
+                    return
+                fault = proxy._draw()
+                if fault == "error500":
+                    proxy.stats.count("error500")
+                    self._error(500)
+                    return
+                if fault == "slowdown503":
+                    proxy.stats.count("slowdown503")
+                    self._error(503)
+                    return
+                if fault == "reset":
+                    proxy.stats.count("reset")
+                    self._reset()
+                    return
+                if fault == "delay":
+                    proxy.stats.count("delayed")
+                    time.sleep(proxy.rates.delay_seconds)
+                self._forward(body)
+
+            def _forward(self, body: bytes) -> None:
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
+                if body or self.command in ("PUT", "POST"):
+                    headers["Content-Length"] = str(len(body))
+                conn = http.client.HTTPConnection(*proxy.upstream, timeout=60)
+                try:
+                    conn.request(self.command, self.path, body=body, headers=headers)
+                    response = conn.getresponse()
+                    payload = response.read()
+                except OSError:
+                    self._reset()
+                    return
+                finally:
+                    conn.close()
+                proxy.stats.count("forwarded")
+                self.send_response(response.status, response.reason)
+                for key, value in response.getheaders():
+                    # A HEAD answer's Content-Length is the object's size: pass it on.
+                    if key.lower() in _HOP_BY_HOP or (
+                        key.lower() == "content-length" and self.command != "HEAD"
+                    ):
+                        continue
+                    self.send_header(key, value)
+                if self.command != "HEAD":
+                    self.send_header("Content-Length", str(len(payload)))
+                self.end_headers()
+                if self.command != "HEAD":
+                    self.wfile.write(payload)
+
+            do_GET = do_PUT = do_POST = do_DELETE = do_HEAD = _handle
+
+        return Handler
