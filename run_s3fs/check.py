@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run_s3fs import __version__, backends, config, mounts
+from run_s3fs import __version__, backends, config, mounts, passwd
 from run_s3fs.errors import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -151,6 +151,11 @@ def run_check(
     as_json: bool,
 ) -> int:
     """Diagnose, print the report (text or JSON) to stdout, return the exit code."""
+    # The same defaults as a launch (./.env, S3FS_ENVIRONMENT_JSON, dotCloud's file);
+    # files the caller already chose are kept as they are.
+    env_file, environment_json = config.resolve_files(
+        os.environ, Path.cwd(), env_file, environment_json
+    )
     report = diagnose(flags, os.environ, env_file, environment_json)
     print(report.render_json() if as_json else report.render_text(), flush=True)
     return report.exit_code
@@ -163,14 +168,10 @@ def diagnose(
     environment_json: Path | None,
 ) -> Report:
     report = Report()
-    try:
-        raw = config.gather(flags, environ, env_file, environment_json)
-    except ConfigError as e:  # an unreadable source: nothing else can be judged
-        for problem in e.problems:
-            report.add(
-                Item(_variable_in(problem) or "config", FAIL, advice=problem, exit_code=EX_CONFIG)
-            )
-        return report
+    # Strongest first: a variable set in several places takes the leftmost value.
+    order = f"flags > environment > .env {env_file or '(none)'} > environment.json "
+    report.add(Item("sources", OK, order + f"{environment_json or '(none)'}"))
+    raw = config.gather(flags, environ, env_file, environment_json)
     report.secrets = tuple(raw[n].value for n in SECRET_VARIABLES if n in raw)
 
     cfg, problems = _validate(raw)
@@ -181,6 +182,8 @@ def diagnose(
     backend = _check_backend(report, raw, cfg)
     _check_fuse(report, raw, cfg, backend)
     _check_mountpoint(report, raw, cfg, backend)
+    if cfg is not None:
+        _check_passwd_file(report, cfg)
     if cfg is None:
         report.add(Item("S3 bucket", SKIP, advice="not probed: fix the configuration first"))
     else:
@@ -234,8 +237,10 @@ def _check_variables(
         report.add(item)
     for problem in unplaced:
         report.add(Item("config", FAIL, advice=problem, exit_code=EX_CONFIG))
-    for leftover in warnings.values():
-        report.add(Item("config", WARN, advice="; ".join(leftover)))
+    for name, leftover in warnings.items():  # e.g. an unknown S3FS_ variable (a typo?)
+        report.add(
+            Item(name, WARN, "(ignored)" if name != "config" else "", advice="; ".join(leftover))
+        )
 
 
 def _shown_value(
@@ -408,7 +413,11 @@ def _check_mountpoint(
     else:
         report.add(Item("mountpoint", SKIP, advice="not inspected: S3FS_MOUNTPOINT is not usable"))
         return
-    state = mounts.inspect(path)
+    try:
+        state = mounts.inspect(path)
+    except LauncherError as e:
+        report.add(Item("mountpoint", FAIL, str(path), advice=str(e), exit_code=e.exit_code))
+        return
     kind = state.kind
     if kind == "missing":
         parent = _nearest_existing(path)
@@ -487,6 +496,41 @@ def _check_mountpoint(
         )
     else:  # a state this module does not know yet: show it rather than guess
         report.add(Item("mountpoint", WARN, f"{path}: {kind}"))
+
+
+def _check_passwd_file(report: Report, cfg: config.Config) -> None:
+    """The launcher writes the keys there (0600) before the backend starts."""
+    path = cfg.passwd_file or passwd.default_path(cfg, os.environ, os.geteuid())
+    source = cfg.sources.get("S3FS_PASSWD_FILE", "default")
+    if path.is_dir():
+        report.add(
+            Item(
+                "passwd file",
+                FAIL,
+                f"{path}: is a directory",
+                source,
+                advice=("set S3FS_PASSWD_FILE to the path of a file"),
+                exit_code=EX_CANTCREAT,
+            )
+        )
+        return
+    parent = _nearest_existing(path.parent)
+    if parent.is_dir() and os.access(parent, os.W_OK | os.X_OK):
+        report.add(Item("passwd file", OK, f"{path}: will be written (mode 0600)", source))
+    else:
+        report.add(
+            Item(
+                "passwd file",
+                FAIL,
+                f"{path}: cannot be written",
+                source,
+                advice=(
+                    f"{parent} is not a writable directory: set S3FS_PASSWD_FILE to a path this "
+                    "user can write"
+                ),
+                exit_code=EX_CANTCREAT,
+            )
+        )
 
 
 def _nearest_existing(path: Path) -> Path:
