@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from run_s3fs import __version__, backends, config, mounts, passwd
+from run_s3fs import __version__, backends, config, mounts, plan
 from run_s3fs.errors import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -181,7 +181,7 @@ def diagnose(
 
     backend = _check_backend(report, raw, cfg)
     _check_fuse(report, raw, cfg, backend)
-    _check_mountpoint(report, raw, cfg, backend)
+    _check_mountpoint(report, raw, cfg)
     if cfg is not None:
         _check_passwd_file(report, cfg)
     if cfg is None:
@@ -295,6 +295,10 @@ def _check_backend(
     return backend
 
 
+def _option_names(raw: Mapping[str, config.Sourced], cfg: config.Config | None) -> set[str]:
+    return {o.split("=", 1)[0] for o in _options(raw, cfg)}
+
+
 def _options(raw: Mapping[str, config.Sourced], cfg: config.Config | None) -> list[str]:
     if cfg is not None:
         return list(cfg.options)
@@ -369,7 +373,7 @@ def _check_fuse(
             )
         )
 
-    if "allow_other" in _options(raw, cfg):
+    if "allow_other" in _option_names(raw, cfg):
         if root:
             report.add(Item("allow_other", OK, "running as root: allowed"))
         elif _fuse_conf_allows_other():
@@ -401,10 +405,7 @@ def _fuse_conf_allows_other(path: Path = Path("/etc/fuse.conf")) -> bool:
 
 
 def _check_mountpoint(
-    report: Report,
-    raw: Mapping[str, config.Sourced],
-    cfg: config.Config | None,
-    backend: backends.Backend | None,
+    report: Report, raw: Mapping[str, config.Sourced], cfg: config.Config | None
 ) -> None:
     if cfg is not None:
         path = cfg.mountpoint
@@ -436,42 +437,23 @@ def _check_mountpoint(
             )
     elif kind == "empty":
         report.add(Item("mountpoint", OK, f"{path}: empty directory"))
-    elif kind == "nonempty":
-        options = _options(raw, cfg)
-        value = f"{path}: directory is not empty"
-        if backend is not None and backend.name == "s3fs" and "nonempty" not in options:
-            report.add(
-                Item(
-                    "mountpoint",
-                    FAIL,
-                    value,
-                    advice=(
-                        "s3fs refuses to mount over files: empty the directory, choose another "
-                        "S3FS_MOUNTPOINT, or add nonempty to S3FS_OPTIONS (the files stay hidden "
-                        "while mounted)"
-                    ),
-                    exit_code=EX_CANTCREAT,
-                )
-            )
+    elif kind in ("nonempty", "not_directory", "live"):
+        # The launcher's own rule decides (plan.check_state), so --check never disagrees
+        # with a launch; its message is the advice.
+        what = state.describe()
+        try:
+            plan.check_state(state, "nonempty" in _option_names(raw, cfg))
+        except LauncherError as e:
+            report.add(Item("mountpoint", FAIL, what, advice=str(e), exit_code=e.exit_code))
         else:
             report.add(
                 Item(
                     "mountpoint",
                     WARN,
-                    value,
-                    advice=("the mount will hide the files in it until it is unmounted"),
+                    what,
+                    advice="nonempty is in S3FS_OPTIONS: the mount will hide the files in it",
                 )
             )
-    elif kind == "not_directory":
-        report.add(
-            Item(
-                "mountpoint",
-                FAIL,
-                f"{path}: exists and is not a directory",
-                advice="remove it or choose another S3FS_MOUNTPOINT",
-                exit_code=EX_CANTCREAT,
-            )
-        )
     elif kind == "stale":
         report.add(
             Item(
@@ -482,25 +464,13 @@ def _check_mountpoint(
                 advice="a previous mount died; the launcher will unmount it lazily before mounting",
             )
         )
-    elif kind == "live":
-        by = f"pid {state.server_pid} ({state.server_name})" if state.server_pid else "a process"
-        report.add(
-            Item(
-                "mountpoint",
-                FAIL,
-                f"{path}: already mounted ({state.fstype or 'fuse'}) by {by}",
-                advice="stop that mount first (e.g. supervisorctl stop s3fs) or "
-                "choose another S3FS_MOUNTPOINT",
-                exit_code=EX_CANTCREAT,
-            )
-        )
     else:  # a state this module does not know yet: show it rather than guess
         report.add(Item("mountpoint", WARN, f"{path}: {kind}"))
 
 
 def _check_passwd_file(report: Report, cfg: config.Config) -> None:
     """The launcher writes the keys there (0600) before the backend starts."""
-    path = cfg.passwd_file or passwd.default_path(cfg, os.environ, os.geteuid())
+    path, _ = plan.passwd_location(cfg, os.environ, os.geteuid())
     source = cfg.sources.get("S3FS_PASSWD_FILE", "default")
     if path.is_dir():
         report.add(
@@ -575,9 +545,9 @@ def _client(cfg: config.Config, region: str | None = None) -> Any:
     import boto3  # lazily: a plain launch never pays for boto3
     from botocore.config import Config as BotoConfig
 
-    # s3fs asks for path-style with use_path_request_style; a custom endpoint (MinIO,
-    # a local server) usually needs it too, and path-style never hurts a probe there.
-    path_style = "use_path_request_style" in cfg.options or cfg.url is not None
+    # Path-style requests exactly when the launch asks s3fs for them (plan.mount_options):
+    # use_path_request_style given, or an endpoint that is not AWS.
+    path_style = "use_path_request_style" in cfg.options or not plan.is_aws(cfg.url)
     return boto3.session.Session().client(
         "s3",
         endpoint_url=cfg.url,
