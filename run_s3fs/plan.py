@@ -1,0 +1,201 @@
+"""From what is wanted (Config) and what is there (backend, mount point) to what to do.
+
+`make_plan` is pure: it decides, it does not look or touch. `execute` is the one small
+function that carries a plan out and ends by replacing this process with the backend,
+so the process supervisord started *is* the FUSE daemon.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shlex
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import NoReturn
+
+from run_s3fs import mounts, passwd
+from run_s3fs.backends import Backend
+from run_s3fs.config import Config, Secret
+from run_s3fs.errors import CantCreateError, UnavailableError
+from run_s3fs.mounts import MountpointState
+
+log = logging.getLogger("run-s3fs")
+
+# Never handed to the backend: the keys travel only in the passwd file. s3fs would also read
+# the AWS_* and AWS*KEY* forms in preference to ~/.aws; with them gone, it reads ours.
+SCRUBBED_ENV = (
+    "S3FS_ACCESSKEY",
+    "S3FS_SECRETKEY",
+    "S3FS_ACCESSKEY_FILE",
+    "S3FS_SECRETKEY_FILE",
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWSACCESSKEYID",
+    "AWSSECRETACCESSKEY",
+    "AWSSESSIONTOKEN",
+)
+
+# S3FS_LOGLEVEL → s3fs's dbglevel. s3fs's own "info" logs every file operation, far more
+# than "info" means for a launcher; it is what you want when debugging.
+_DBGLEVEL = {"debug": "info", "info": "warn", "warning": "warn", "error": "err"}
+
+# FUSE-3 (the bundled backend) mounts over a non-empty directory anyway and rejects this.
+_FUSE2_ONLY_OPTIONS = ("nonempty",)
+
+
+@dataclass(frozen=True)
+class Plan:
+    steps: tuple[str, ...]  # human-readable, for --dry-run and the log
+    passwd_path: Path
+    passwd_content: Secret
+    passwd_redacted: str  # how --dry-run shows the content
+    passwd_private_dir: bool  # the path is the launcher's own default (dir made 0700)
+    argv: tuple[str, ...]
+    env: Mapping[str, str] = field(repr=False)
+    mountpoint: Path = Path("/")
+    unmount_first: bool = False  # a dead mount is in the way
+    mkdir: bool = False
+    allow_nonempty: bool = False
+
+    def command_line(self) -> str:
+        return shlex.join(self.argv)
+
+
+def is_aws(url: str | None) -> bool:
+    if url is None:
+        return True
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    return host.endswith((".amazonaws.com", ".amazonaws.com.cn")) or host == "amazonaws.com"
+
+
+def check_state(state: MountpointState, allow_nonempty: bool) -> None:
+    """Refuse a mount point that cannot take a new mount (CantCreateError, 73)."""
+    mp = f"S3FS_MOUNTPOINT {state.path}"
+    if state.kind == "live":
+        by = (
+            f" by pid {state.server_pid} ({state.server_name})"
+            if state.server_pid is not None
+            else " (the serving process was not found: perhaps another user's, or in another"
+            " namespace)"
+        )
+        raise CantCreateError(
+            f"{mp} is already mounted ({state.fstype}){by}: stop it first or choose another"
+            " S3FS_MOUNTPOINT"
+        )
+    if state.kind == "not_directory":
+        raise CantCreateError(
+            f"{mp} exists and is not a directory: remove it or choose another path"
+        )
+    if state.kind == "nonempty" and not allow_nonempty:
+        raise CantCreateError(
+            f"{mp} is not empty: the mount would hide the files in it. Empty it, choose another"
+            " S3FS_MOUNTPOINT, or add `nonempty` to S3FS_OPTIONS to mount over them anyway"
+        )
+
+
+def passwd_location(config: Config, environ: Mapping[str, str], euid: int) -> tuple[Path, bool]:
+    if config.passwd_file is not None:
+        return config.passwd_file, False
+    return passwd.default_path(config, environ, euid), True
+
+
+def scrub_env(environ: Mapping[str, str], config: Config) -> dict[str, str]:
+    secrets = (config.access_key.reveal(), config.secret_key.reveal())
+    return {
+        name: value
+        for name, value in environ.items()
+        if name not in SCRUBBED_ENV and not any(s in value for s in secrets)
+    }
+
+
+def mount_options(config: Config, backend: Backend, passwd_path: Path) -> list[str]:
+    opts = [f"passwd_file={passwd_path}"]
+    if config.url is not None:
+        opts.append(f"url={config.url}")
+        if not is_aws(config.url) and "use_path_request_style" not in config.option_names():
+            # Most S3-compatible servers (and any bare IP:port) have no per-bucket host names.
+            opts.append("use_path_request_style")
+    if config.region is not None:
+        # s3fs 1.90 calls the signing region `endpoint=`; later versions accept it too.
+        opts.append(f"endpoint={config.region}")
+    if "dbglevel" not in config.option_names():
+        opts.append(f"dbglevel={_DBGLEVEL[config.loglevel]}")
+    for opt in config.options:
+        if backend.name != "s3fs" and opt in _FUSE2_ONLY_OPTIONS:
+            continue
+        opts.append(opt)
+    return opts
+
+
+def make_plan(
+    config: Config,
+    backend: Backend,
+    state: MountpointState,
+    environ: Mapping[str, str],
+    euid: int | None = None,
+) -> Plan:
+    """Decide everything; raises CantCreateError if the mount point cannot be used."""
+    allow_nonempty = "nonempty" in config.option_names()
+    check_state(state, allow_nonempty)
+    euid = os.geteuid() if euid is None else euid
+    passwd_path, private = passwd_location(config, environ, euid)
+    if "," in str(passwd_path):
+        raise CantCreateError(
+            f"the passwd file path {passwd_path} contains a comma, which s3fs's -o syntax cannot"
+            " carry: set S3FS_PASSWD_FILE to another path"
+        )
+    argv = [
+        *backend.command(),
+        config.bucket_spec,
+        str(config.mountpoint),
+        "-f",
+        "-o",
+        ",".join(mount_options(config, backend, passwd_path)),
+    ]
+    steps = []
+    if state.kind == "stale":
+        steps.append(f"lazily unmount the dead mount at {config.mountpoint}")
+    if state.kind == "missing":
+        steps.append(f"create the mount point {config.mountpoint} (with parents)")
+    steps.append(f"write the passwd file {passwd_path} (mode 0600) unless it is unchanged")
+    steps.append(f"exec {backend.name} in the foreground: {shlex.join(argv)}")
+    return Plan(
+        steps=tuple(steps),
+        passwd_path=passwd_path,
+        passwd_content=passwd.content(config),
+        passwd_redacted=passwd.redacted_content(config),
+        passwd_private_dir=private,
+        argv=tuple(argv),
+        env=scrub_env(environ, config),
+        mountpoint=config.mountpoint,
+        unmount_first=state.kind == "stale",
+        mkdir=state.kind in ("missing", "stale"),
+        allow_nonempty=allow_nonempty,
+    )
+
+
+def execute(plan: Plan) -> NoReturn:
+    """Carry the plan out and become the backend. Never returns."""
+    if plan.unmount_first:
+        mounts.lazy_unmount(plan.mountpoint)
+        # What was under the dead mount is what the new one will cover: judge it again.
+        check_state(mounts.inspect(plan.mountpoint), plan.allow_nonempty)
+    if plan.mkdir:
+        mounts.prepare(plan.mountpoint)
+    if passwd.write(plan.passwd_path, plan.passwd_content, plan.passwd_private_dir):
+        log.info("wrote the passwd file %s", plan.passwd_path)
+    else:
+        log.info("the passwd file %s is up to date", plan.passwd_path)
+    log.info("exec %s", plan.command_line())
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    try:
+        os.execvpe(plan.argv[0], list(plan.argv), dict(plan.env))
+    except OSError as exc:
+        raise UnavailableError(f"cannot run {plan.argv[0]}: {exc.strerror}") from None
