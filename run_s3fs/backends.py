@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +97,8 @@ def version(backend: Backend, timeout: float = 5.0) -> str | None:
         from run_s3fs import __version__
 
         return __version__
+    import subprocess
+
     try:
         done = subprocess.run(
             [backend.executable, "--version"], capture_output=True, text=True, timeout=timeout

@@ -158,9 +158,7 @@ def main(argv: list[str] | None = None) -> NoReturn:
         code = command.main(args=argv, prog_name="run-s3fs", standalone_mode=False)
     except click.UsageError as exc:
         # click's own default is 2; sysexits says 64.
-        hint = f"\n{exc.ctx.get_usage()}" if exc.ctx is not None else ""
-        click.echo(f"run-s3fs: error: {exc.format_message()}{hint}", err=True)
-        sys.exit(EX_USAGE)
+        _fail(f"{exc.format_message()} (see run-s3fs --help)", EX_USAGE)
     except click.ClickException as exc:
         _fail(exc.format_message(), EX_USAGE)
     except click.Abort:

@@ -12,14 +12,11 @@ say where the bad character is ("contains whitespace at position 5"), never what
 
 from __future__ import annotations
 
-import ipaddress
-import json
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from run_s3fs.errors import ConfigError
 
@@ -191,6 +188,8 @@ def _read_env_file(path: Path, into: Gathered) -> dict[str, str]:
 
 def _read_environment_json(path: Path, into: Gathered) -> dict[str, str]:
     """dotCloud's environment.json: one flat JSON object of strings."""
+    import json
+
     label = f"environment.json file {path}"
     hint = "fix it, or point --environment-json / S3FS_ENVIRONMENT_JSON elsewhere"
     try:
@@ -445,6 +444,8 @@ class _Validator:
         value = self.get("S3FS_URL")
         if value is None:
             return None
+        from urllib.parse import urlsplit
+
         how = "write it as http(s)://host[:port][/path], e.g. https://s3.example.com"
         if _has_control(value) or any(ch.isspace() for ch in value) or "," in value:
             self.problem("S3FS_URL", f"contains whitespace, a comma or a control character: {how}")
@@ -568,11 +569,8 @@ def _bucket_problem(name: str) -> str | None:
         return "must start and end with a letter or digit"
     if ".." in name:
         return "contains '..'"
-    try:
-        ipaddress.IPv4Address(name)
+    if re.fullmatch(r"\d+\.\d+\.\d+\.\d+", name):
         return "looks like an IP address, which bucket names may not"
-    except ValueError:
-        pass
     if name.startswith(("xn--", "sthree-")):
         return "starts with a reserved prefix ('xn--' or 'sthree-')"
     if name.endswith(("-s3alias", "--ol-s3")):

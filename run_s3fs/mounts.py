@@ -16,7 +16,6 @@ import errno
 import logging
 import os
 import re
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -169,6 +168,8 @@ def _live(path: Path, fstype: str | None) -> MountpointState:
 
 def lazy_unmount(path: Path) -> None:
     """Detach a (dead) mount: fusermount3 -uz, fusermount -uz, then umount -l."""
+    import subprocess
+
     log.info("unmounting the dead mount at %s (lazy unmount)", path)
     tried = []
     for argv in (
