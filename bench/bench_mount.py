@@ -1,0 +1,251 @@
+"""Mounting for the benchmark: start a backend in the foreground, watch it, tear it down.
+
+Mirrors tests/conftest.py (same command line for both backends, same readiness test) but
+adds what a benchmark needs: a registry so that every mount is undone on any exit, a
+watchdog that bounds each measured operation, and a monitor for the daemon's memory and
+CPU while it works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+BACKENDS = ("python", "s3fs")
+
+
+def is_mounted(mountpoint: Path) -> bool:
+    """Exact match against the kernel's mount table (octal escapes decoded)."""
+    target = str(mountpoint)
+    with open("/proc/self/mounts") as f:
+        for line in f:
+            point = line.split()[1]
+            if "\\" in point:
+                point = point.encode().decode("unicode_escape")
+            if point == target:
+                return True
+    return False
+
+
+def unmount(mountpoint: Path) -> None:
+    """Lazy unmount, so a busy or dead mount goes too; "not mounted" is not an error."""
+    for tool in ("fusermount3", "fusermount"):
+        try:
+            done = subprocess.run([tool, "-uz", str(mountpoint)], capture_output=True, timeout=20)
+        except (FileNotFoundError, subprocess.TimeoutExpired):
+            continue
+        if done.returncode == 0:
+            return
+    subprocess.run(["umount", "-l", str(mountpoint)], capture_output=True, timeout=20)
+
+
+def backend_argv(backend: str, bucket: str, mountpoint: Path, options: list[str]) -> list[str]:
+    """The foreground command line of `backend`, s3fs syntax for both."""
+    opts = ",".join(options)
+    if backend == "s3fs":
+        return ["s3fs", bucket, str(mountpoint), "-f", "-o", opts]
+    if backend == "python":
+        return [sys.executable, "-m", "run_s3fs.fs", bucket, str(mountpoint), "-f", "-o", opts]
+    raise ValueError(backend)
+
+
+class MountError(RuntimeError):
+    """The backend did not come up; the message ends with the tail of its log."""
+
+
+@dataclass
+class Mount:
+    backend: str
+    path: Path
+    process: subprocess.Popen[bytes]
+    log: Path
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def kill(self) -> None:
+        """Abort: SIGKILL the daemon so that any blocked file operation fails with ENOTCONN."""
+        if self.alive():
+            self.process.kill()
+        unmount(self.path)
+
+    def stop(self, timeout: float = 30) -> None:
+        """SIGTERM, as a supervisor would; SIGKILL if it does not go; then make sure it's gone."""
+        if self.alive():
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(timeout=timeout)
+        if is_mounted(self.path):
+            unmount(self.path)
+        _LIVE.discard(self)
+
+    def __hash__(self) -> int:
+        return id(self)
+
+
+# Every mount not yet stopped; bench.py stops them all from finally/atexit/signal handlers.
+_LIVE: set[Mount] = set()
+
+
+def stop_all() -> None:
+    for mount in list(_LIVE):
+        try:
+            mount.stop(timeout=10)
+        except Exception as exc:  # cleanup must go on with the others
+            print(
+                f"warning: could not stop {mount.backend} at {mount.path}: {exc}",
+                file=sys.stderr,
+            )
+
+
+def start_mount(
+    backend: str,
+    bucket: str,
+    mountpoint: Path,
+    url: str,
+    passwd_file: Path,
+    log: Path,
+    timeout: float = 30,
+) -> Mount:
+    """Mount `bucket` with `backend` and wait until the kernel lists the mount."""
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    if is_mounted(mountpoint):
+        unmount(mountpoint)
+    options = [f"passwd_file={passwd_file}", f"url={url}", "use_path_request_style"]
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            backend_argv(backend, bucket, mountpoint, options),
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # a ^C at the terminal reaches bench.py, which stops it
+        )
+    mount = Mount(backend, mountpoint, proc, log)
+    _LIVE.add(mount)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and proc.poll() is None and not is_mounted(mountpoint):
+        time.sleep(0.02)
+    if proc.poll() is not None or not is_mounted(mountpoint):
+        mount.stop(timeout=5)
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        why = f"exited with {proc.returncode}" if proc.returncode is not None else "timed out"
+        raise MountError(f"{backend} did not mount ({why}): " + " | ".join(tail))
+    return mount
+
+
+class Watchdog:
+    """Bounds one measured operation: on expiry the mount is killed, which unblocks the caller."""
+
+    def __init__(self, mount: Mount | None, seconds: float) -> None:
+        self.expired = False
+        self._mount = mount
+        self._timer = threading.Timer(seconds, self._fire)
+        self._timer.daemon = True
+
+    def _fire(self) -> None:
+        self.expired = True
+        if self._mount is not None:
+            self._mount.kill()
+
+    def __enter__(self) -> Watchdog:
+        self._timer.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._timer.cancel()
+
+
+@dataclass
+class Usage:
+    """What a process used during one measured operation."""
+
+    peak_rss: int = 0  # bytes
+    cpu_seconds: float = 0.0
+
+
+@dataclass
+class Monitor:
+    """Samples the RSS of some processes in a thread and takes their CPU time at both ends.
+
+    RSS is summed over each process and its children (neither backend forks today, but a
+    helper process would count against the backend's footprint).
+    """
+
+    pids: dict[str, int]
+    interval: float = 0.02
+    usage: dict[str, Usage] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self._procs = {}
+        for name, pid in self.pids.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self._procs[name] = psutil.Process(pid)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._cpu0: dict[str, float] = {}
+
+    @staticmethod
+    def _cpu(proc: psutil.Process) -> float:
+        t = proc.cpu_times()
+        return t.user + t.system
+
+    @staticmethod
+    def _rss(proc: psutil.Process) -> int:
+        total = proc.memory_info().rss
+        for child in proc.children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                total += child.memory_info().rss
+        return total
+
+    def _sample(self) -> None:
+        for name, proc in self._procs.items():
+            try:
+                rss = self._rss(proc)
+            except psutil.NoSuchProcess:
+                continue
+            use = self.usage[name]
+            use.peak_rss = max(use.peak_rss, rss)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval):
+            self._sample()
+
+    def __enter__(self) -> Monitor:
+        for name, proc in self._procs.items():
+            self.usage[name] = Usage()
+            try:
+                self._cpu0[name] = self._cpu(proc)
+            except psutil.NoSuchProcess:
+                self._cpu0[name] = 0.0
+        self._sample()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._sample()
+        for name, proc in self._procs.items():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self.usage[name].cpu_seconds = self._cpu(proc) - self._cpu0[name]
+
+
+def drop_caches() -> bool:
+    """Flush dirty pages and drop the page/dentry/inode caches; False if not permitted."""
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError:
+        return False
+    return True
