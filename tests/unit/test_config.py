@@ -105,9 +105,8 @@ def test_unknown_s3fs_variable_is_a_warning_with_suggestion() -> None:
 
 
 def test_resolve_files_defaults(tmp_path: Path) -> None:
-    assert (
-        resolve_files({}, tmp_path) == (None, None) or not config.DEFAULT_ENVIRONMENT_JSON.exists()
-    )
+    default = config.DEFAULT_ENVIRONMENT_JSON
+    assert resolve_files({}, tmp_path) == (None, default if default.is_file() else None)
     (tmp_path / ".env").write_text("")
     ej = tmp_path / "e.json"
     env_file, env_json = resolve_files({"S3FS_ENVIRONMENT_JSON": str(ej)}, tmp_path)
