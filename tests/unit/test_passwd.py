@@ -126,9 +126,9 @@ def test_no_partial_file_is_ever_visible(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         text=True,
     )
-    from run_s3fs.config import Secret
-
     import time
+
+    from run_s3fs.config import Secret
 
     end, i = time.monotonic() + 1.0, 0
     while time.monotonic() < end:
