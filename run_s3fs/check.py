@@ -150,12 +150,10 @@ def run_check(
     environment_json: Path | None,
     as_json: bool,
 ) -> int:
-    """Diagnose, print the report (text or JSON) to stdout, return the exit code."""
-    # The same defaults as a launch (./.env, S3FS_ENVIRONMENT_JSON, dotCloud's file);
-    # files the caller already chose are kept as they are.
-    env_file, environment_json = config.resolve_files(
-        os.environ, Path.cwd(), env_file, environment_json
-    )
+    """Diagnose, print the report (text or JSON) to stdout, return the exit code.
+
+    The files are the ones a launch would read (the CLI resolves the defaults).
+    """
     report = diagnose(flags, os.environ, env_file, environment_json)
     print(report.render_json() if as_json else report.render_text(), flush=True)
     return report.exit_code
