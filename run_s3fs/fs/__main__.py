@@ -1,0 +1,232 @@
+"""`python -m run_s3fs.fs BUCKET[:/prefix] MOUNTPOINT -f -o opt,opt=val …` (s3fs's shape).
+
+Checks everything it can before mounting (options, credentials, the bucket, the
+mountpoint) and exits non-zero with one line if something is wrong; then serves the
+mount in the foreground until SIGTERM/SIGINT or an unmount, uploads whatever is still
+pending, and exits 0 (1 if some data could not be uploaded: the log says where it is).
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import shutil
+import signal
+import stat
+import sys
+
+from run_s3fs.errors import (
+    CantCreateError,
+    LauncherError,
+    PermissionDeniedError,
+    UnavailableError,
+)
+from run_s3fs.fs import credentials
+from run_s3fs.fs.options import Options, parse_args
+
+log = logging.getLogger("run_s3fs.fs")
+PROG = "run_s3fs.fs"
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        stream=sys.stderr,
+        level=getattr(logging, level.upper(), logging.INFO),
+        format="%(asctime)s run-s3fs.fs[%(process)d] %(levelname)s %(message)s",
+    )
+    # Third-party chatter only when debugging, and even then not botocore's wire dumps
+    # (which would carry signed headers).
+    for name in ("botocore", "boto3", "urllib3", "s3transfer"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    if level != "debug":
+        logging.getLogger("mfusepy").setLevel(logging.ERROR)
+        logging.getLogger("fuse").setLevel(logging.ERROR)
+
+
+def check_mountpoint(path: str) -> os.stat_result:
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        raise CantCreateError(f"mountpoint {path} does not exist") from None
+    except OSError as e:
+        if e.errno == errno.ENOTCONN:
+            raise CantCreateError(
+                f"mountpoint {path} is a dead FUSE mount (Transport endpoint is not connected); "
+                f"run `fusermount3 -uz {path}` first"
+            ) from None
+        raise CantCreateError(f"mountpoint {path}: {e.strerror}") from None
+    if not stat.S_ISDIR(st.st_mode):
+        raise CantCreateError(f"mountpoint {path} is not a directory")
+    return st
+
+
+def s3_settings(opts: Options, probe: bool = False):
+    from run_s3fs.fs.s3 import S3Settings
+
+    url = opts.url if opts.url_given else None
+    region = (
+        opts.region
+        or os.environ.get("AWS_REGION")
+        or os.environ.get("AWS_DEFAULT_REGION")
+        or "us-east-1"
+    )
+    path_style = opts.use_path_request_style or bool(url and "amazonaws.com" not in url)
+    threads = max(opts.parallel_count, 1)
+    return S3Settings(
+        bucket=opts.bucket,
+        url=url,
+        region=region,
+        path_style=path_style,
+        retries=min(opts.retries, 1) if probe else opts.retries,
+        connect_timeout=min(opts.connect_timeout, 10) if probe else opts.connect_timeout,
+        read_timeout=min(opts.readwrite_timeout, 20) if probe else opts.readwrite_timeout,
+        pool_size=opts.max_thread_count + 2 * threads + 4,
+        transfer_threads=threads,
+        part_size=opts.multipart_size,
+        multipart_threshold=opts.multipart_threshold,
+        singlepart_copy_limit=opts.singlepart_copy_limit,
+    )
+
+
+def probe_bucket(opts: Options, creds: credentials.Credentials) -> None:
+    """A bounded check that the bucket exists and the keys work, before mounting."""
+    from run_s3fs.fs.s3 import S3
+
+    s3 = S3(s3_settings(opts, probe=True), creds)
+    where = opts.url if opts.url_given else "AWS S3"
+    try:
+        s3.probe()
+    except OSError as e:
+        code = getattr(e, "code", "")
+        if code == "NoSuchBucket" or e.errno == errno.ENOENT:
+            raise UnavailableError(f"bucket {opts.bucket} does not exist at {where}") from None
+        if e.errno == errno.EACCES:
+            raise PermissionDeniedError(
+                f"access to bucket {opts.bucket} at {where} denied ({code or 'forbidden'}): "
+                "check the access key, the secret key and the bucket's policy"
+            ) from None
+        raise UnavailableError(f"cannot reach {where} for bucket {opts.bucket}: {e}") from None
+    finally:
+        s3.close()
+
+
+def root_attr(opts: Options, st: os.stat_result):
+    from run_s3fs.fs.layout import Attr
+
+    perm = stat.S_IMODE(st.st_mode)
+    if opts.mp_umask is not None:
+        perm = 0o777 & ~opts.mp_umask
+    uid = opts.uid if opts.uid is not None else os.geteuid()
+    gid = opts.gid if opts.gid is not None else os.getegid()
+    return Attr(stat.S_IFDIR | perm, 0, uid, gid, st.st_mtime_ns, st.st_ctime_ns, st.st_atime_ns)
+
+
+def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result) -> int:
+    # mfusepy picks a libfuse when imported; without this it finds libfuse2 (s3fs's).
+    os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
+    import mfusepy
+
+    from run_s3fs.fs.files import make_spool_dir
+    from run_s3fs.fs.layout import Overrides
+    from run_s3fs.fs.ops import S3Operations
+    from run_s3fs.fs.s3 import S3
+
+    s3 = S3(s3_settings(opts), creds)
+    spool_dir = make_spool_dir(opts.tmpdir)
+    ops = S3Operations(
+        s3,
+        prefix=opts.prefix,
+        spool_dir=spool_dir,
+        root_attr=root_attr(opts, st),
+        overrides=Overrides(opts.uid, opts.gid, opts.umask),
+        stat_ttl=opts.stat_cache_expire,
+        negative_ttl=min(opts.stat_cache_expire, 2.0),
+        max_stat_entries=opts.max_stat_cache_size,
+        head_threads=opts.max_thread_count,
+        compat_dir=opts.compat_dir,
+        read_only=opts.read_only,
+    )
+    state = {"destroyed": False, "failures": 0}
+    original_destroy = ops.destroy
+
+    def destroy(path: str) -> None:
+        # libfuse has removed its signal handlers by now: a second SIGTERM must not kill
+        # us while the last uploads run.
+        def later(signum, frame):
+            log.warning("signal %d during the final uploads: finishing them first", signum)
+
+        signal.signal(signal.SIGTERM, later)
+        signal.signal(signal.SIGINT, later)
+        log.info("unmounted; uploading what is still pending")
+        state["failures"] = ops.flush_all()
+        original_destroy(path)
+        state["destroyed"] = True
+
+    ops.destroy = destroy  # type: ignore[method-assign]
+    # SIGHUP: s3fs reopens its log; we have nothing to reopen, and libfuse would exit.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    fuse_options = {
+        "fsname": opts.fsname,
+        "subtype": opts.subtype,
+        "default_permissions": True,
+        "max_read": 1024 * 1024,
+    }
+    if opts.allow_other:
+        fuse_options["allow_other"] = True
+    if opts.read_only:
+        fuse_options["ro"] = True
+    log.info(
+        "mounting bucket %s%s at %s (stat cache %.0fs, spool %s)",
+        opts.bucket,
+        f":/{opts.prefix.rstrip('/')}" if opts.prefix else "",
+        opts.mountpoint,
+        opts.stat_cache_expire,
+        spool_dir,
+    )
+    try:
+        mfusepy.FUSE(
+            ops,
+            opts.mountpoint,
+            foreground=True,
+            nothreads=opts.single_thread,
+            raw_fi=True,
+            **fuse_options,
+        )
+    except RuntimeError as e:
+        if not state["destroyed"]:
+            log.error("FUSE mount of %s failed (libfuse status %s)", opts.mountpoint, e)
+            return 1
+    finally:
+        s3.close()
+        shutil.rmtree(spool_dir, ignore_errors=True)
+    if state["failures"]:
+        log.error(
+            "%d file(s) could not be uploaded; see the UNSAVED lines above", state["failures"]
+        )
+        return 1
+    log.info("exiting cleanly")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else argv
+    if any(a in ("-h", "--help") for a in args):
+        print(__doc__.strip())
+        return 0
+    try:
+        opts = parse_args(args)
+        setup_logging(opts.log_level)
+        if opts.ignored:
+            log.warning("ignoring options that do not apply here: %s", ", ".join(opts.ignored))
+        creds = credentials.load(opts.passwd_file, opts.bucket)
+        st = check_mountpoint(opts.mountpoint)
+        probe_bucket(opts, creds)
+    except LauncherError as e:
+        print(f"{PROG}: {e}", file=sys.stderr)
+        return e.exit_code
+    return serve(opts, creds, st)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

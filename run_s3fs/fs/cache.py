@@ -1,0 +1,113 @@
+"""Stat and directory-listing caches, both with a time-to-live.
+
+The stat cache maps a path to its attributes or to "does not exist" (a negative entry,
+kept for a shorter time so a file another mount creates shows up soon). The listing
+cache maps a directory to its entries. Our own writes invalidate what they change,
+including the parent's listing; other mounts' writes are seen when entries expire.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import threading
+import time
+from collections import OrderedDict
+from dataclasses import dataclass
+
+from run_s3fs.fs.layout import Attr
+
+MISSING = object()  # cached "no such path"
+
+
+class StatCache:
+    def __init__(self, ttl: float, negative_ttl: float, max_entries: int) -> None:
+        self.ttl = ttl
+        self.negative_ttl = negative_ttl
+        self.max_entries = max(1, max_entries)
+        self._entries: OrderedDict[str, tuple[float, Attr | None]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> Attr | object | None:
+        """The cached Attr, MISSING for a cached absence, or None if nothing (fresh) is known."""
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None:
+                return None
+            expires, attr = entry
+            if time.monotonic() >= expires:
+                del self._entries[path]
+                return None
+            return MISSING if attr is None else attr
+
+    def put(self, path: str, attr: Attr | None) -> None:
+        ttl = self.ttl if attr is not None else self.negative_ttl
+        if ttl <= 0:
+            return
+        with self._lock:
+            self._entries[path] = (time.monotonic() + ttl, attr)
+            self._entries.move_to_end(path)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, path: str) -> None:
+        with self._lock:
+            self._entries.pop(path, None)
+
+    def invalidate_tree(self, path: str) -> None:
+        """`path` and everything below it (directory renames and removals)."""
+        below = path.rstrip("/") + "/"
+        with self._lock:
+            for p in [p for p in self._entries if p == path or p.startswith(below)]:
+                del self._entries[p]
+
+    def clear(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    is_dir: bool
+
+
+class ListingCache:
+    """Directory path → its entries (names and whether each is a directory)."""
+
+    def __init__(self, ttl: float, max_dirs: int = 1000) -> None:
+        self.ttl = ttl
+        self.max_dirs = max_dirs
+        self._entries: OrderedDict[str, tuple[float, dict[str, DirEntry]]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, path: str) -> dict[str, DirEntry] | None:
+        with self._lock:
+            entry = self._entries.get(path)
+            if entry is None:
+                return None
+            if time.monotonic() >= entry[0]:
+                del self._entries[path]
+                return None
+            return entry[1]
+
+    def put(self, path: str, entries: dict[str, DirEntry]) -> None:
+        if self.ttl <= 0:
+            return
+        with self._lock:
+            self._entries[path] = (time.monotonic() + self.ttl, entries)
+            self._entries.move_to_end(path)
+            while len(self._entries) > self.max_dirs:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, path: str) -> None:
+        with self._lock:
+            self._entries.pop(path, None)
+
+    def invalidate_parent(self, path: str) -> None:
+        self.invalidate(posixpath.dirname(path.rstrip("/")) or "/")
+
+    def invalidate_tree(self, path: str) -> None:
+        below = path.rstrip("/") + "/"
+        with self._lock:
+            for p in [p for p in self._entries if p == path or p.startswith(below)]:
+                del self._entries[p]

@@ -1,0 +1,103 @@
+"""Where the access keys come from, by s3fs's rules: `-o passwd_file`, the AWS environment
+variables, then ~/.passwd-s3fs and /etc/passwd-s3fs. Never the command line.
+
+Error texts follow s3fs's so that a message found in s3fs's FAQ also fits here; none of
+them holds a key.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from dataclasses import dataclass, field
+
+from run_s3fs.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Credentials:
+    access_key: str = field(repr=False)
+    secret_key: str = field(repr=False)
+    session_token: str | None = field(default=None, repr=False)
+    source: str = ""
+
+    def __repr__(self) -> str:  # never print a key, whatever the caller does
+        return f"Credentials(source={self.source!r})"
+
+
+def _check_permissions(path: str) -> None:
+    st = os.stat(path)
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & stat.S_IRWXO:
+        raise ConfigError(f"credentials file {path} should not have others permissions.")
+    # s3fs lets the system-wide file be group-readable (0640), nothing else.
+    if mode & stat.S_IRWXG and not (path == "/etc/passwd-s3fs" and mode & stat.S_IRWXG == 0o040):
+        raise ConfigError(f"credentials file {path} should not have group permissions.")
+    if mode & (stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH):
+        raise ConfigError(f"credentials file {path} should not have executable permissions.")
+
+
+def read_passwd_file(path: str, bucket: str) -> Credentials:
+    """`ACCESS:SECRET` (any bucket) or `BUCKET:ACCESS:SECRET` lines; `#` comments."""
+    try:
+        _check_permissions(path)
+        with open(path, encoding="utf-8") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        raise ConfigError(f"could not open passwd file {path}: no such file") from None
+    except OSError as e:
+        raise ConfigError(f"could not open passwd file {path}: {e.strerror}") from None
+    default: tuple[str, str] | None = None
+    for number, line in enumerate(lines, 1):
+        line = line.rstrip("\r")
+        if not line or line.startswith("#"):
+            continue
+        if line[0] == "[":
+            raise ConfigError(f"invalid line {number} in passwd file {path}: no sections allowed")
+        if any(c.isspace() for c in line):
+            raise ConfigError(f"invalid line {number} in passwd file {path}: contains whitespace")
+        parts = line.split(":")
+        if len(parts) == 2 and all(parts):
+            default = default or (parts[0], parts[1])
+        elif len(parts) == 3 and all(parts):
+            if parts[0] == bucket:
+                return Credentials(parts[1], parts[2], source=path)
+        else:
+            raise ConfigError(
+                f"invalid line {number} in passwd file {path}: "
+                "expected ACCESS_KEY:SECRET_KEY or BUCKET:ACCESS_KEY:SECRET_KEY"
+            )
+    if default is None:
+        raise ConfigError(f"no credentials for bucket {bucket} in passwd file {path}")
+    return Credentials(default[0], default[1], source=path)
+
+
+def _from_env(env: dict[str, str]) -> Credentials | None:
+    access = env.get("AWS_ACCESS_KEY_ID") or env.get("AWSACCESSKEYID")
+    secret = env.get("AWS_SECRET_ACCESS_KEY") or env.get("AWSSECRETACCESSKEY")
+    if not (access or secret):
+        return None
+    if not (access and secret):
+        raise ConfigError(
+            "only one of AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY is set; set both or neither"
+        )
+    token = env.get("AWS_SESSION_TOKEN") or env.get("AWSSESSIONTOKEN") or None
+    return Credentials(access, secret, token, source="environment")
+
+
+def load(passwd_file: str | None, bucket: str, env: dict[str, str] | None = None) -> Credentials:
+    """The first source that has keys, in s3fs's order."""
+    env = dict(os.environ if env is None else env)
+    if passwd_file:
+        return read_passwd_file(passwd_file, bucket)
+    creds = _from_env(env)
+    if creds:
+        return creds
+    home = env.get("HOME") or os.path.expanduser("~")
+    for path in (os.path.join(home, ".passwd-s3fs"), "/etc/passwd-s3fs"):
+        if os.path.exists(path):
+            return read_passwd_file(path, bucket)
+    raise ConfigError(
+        "no credentials: give -o passwd_file=FILE (ACCESS_KEY:SECRET_KEY, mode 0600) "
+        "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
+    )

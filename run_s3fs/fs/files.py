@@ -1,0 +1,272 @@
+"""Open files: reads through ranged GETs with read-ahead, writes spooled to local disk and
+uploaded on flush/fsync (close), with s3fs's metadata headers.
+
+No data loss: once a file has been written, its content lives in a private spool file
+until an upload has succeeded. A failed upload is an error for the caller of
+close()/fsync() (EIO), is logged, and is retried on the next flush, fsync, release or at
+unmount; if the last attempt at unmount fails too, the content is saved in the spool
+directory's `unsaved/` folder and the log says where.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import stat
+import tempfile
+import threading
+import time
+from dataclasses import replace
+from typing import BinaryIO
+
+from run_s3fs.fs import layout
+from run_s3fs.fs.layout import Attr
+from run_s3fs.fs.s3 import S3, S3Error
+
+log = logging.getLogger("run_s3fs.fs.files")
+
+MIB = 1024 * 1024
+READAHEAD_START = 1 * MIB
+READAHEAD_MAX = 16 * MIB
+READAHEAD_CHUNK = 4 * MIB  # ranges fetched in parallel once the window is this large
+
+
+def make_spool_dir(base: str | None) -> str:
+    """A private (0700) per-mount directory under `base` (default $TMPDIR)/run-s3fs-<uid>/."""
+    root = os.path.join(base or tempfile.gettempdir(), f"run-s3fs-{os.geteuid()}")
+    with contextlib.suppress(FileExistsError):
+        os.mkdir(root, 0o700)
+    st = os.lstat(root)
+    if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid() or st.st_mode & 0o077:
+        raise OSError(
+            errno.EPERM, f"spool directory {root} must be a directory owned by us, mode 0700"
+        )
+    return tempfile.mkdtemp(prefix=f"mount-{os.getpid()}-", dir=root)
+
+
+class OpenFile:
+    """One path's open state, shared by every handle on it within this mount."""
+
+    def __init__(
+        self, s3: S3, spool_dir: str, path: str, key: str, attr: Attr, new: bool = False
+    ) -> None:
+        self.s3 = s3
+        self.spool_dir = spool_dir
+        self.path = path
+        self.key = key
+        self.attr = attr
+        self.refs = 0
+        self.lock = threading.RLock()
+        self.spool: BinaryIO | None = None
+        self.dirty = new  # a created file must reach S3 even if nothing is written
+        self.unlinked = False
+        self.times_set = False  # utimens while dirty: keep those times at upload
+        self._ra_start = 0
+        self._ra_data = b""
+        self._ra_window = READAHEAD_START
+        self._ra_next = -1
+        if new:
+            self.spool = self._new_spool()
+
+    # --- reading ----------------------------------------------------------------------
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self.lock:
+            if self.spool is not None:
+                return os.pread(self.spool.fileno(), size, offset)
+            end = min(offset + size, self.attr.size)
+            if offset >= end:
+                return b""
+            ra_end = self._ra_start + len(self._ra_data)
+            if self._ra_start <= offset and end <= ra_end:
+                self._ra_next = end
+                return self._ra_data[offset - self._ra_start : end - self._ra_start]
+            # Sequential access grows the window; a seek starts over small.
+            if offset == self._ra_next:
+                self._ra_window = min(self._ra_window * 2, READAHEAD_MAX)
+            else:
+                self._ra_window = READAHEAD_START
+            length = min(max(end - offset, self._ra_window), self.attr.size - offset)
+            self._ra_data = self._fetch(offset, length)
+            self._ra_start = offset
+            self._ra_next = end
+            return self._ra_data[: end - offset]
+
+    def _fetch(self, offset: int, length: int) -> bytes:
+        if length <= READAHEAD_CHUNK:
+            return self.s3.get_range(self.key, offset, length)
+        starts = range(offset, offset + length, READAHEAD_CHUNK)
+        futures = [
+            self.s3.transfers.submit(
+                self.s3.get_range, self.key, s, min(READAHEAD_CHUNK, offset + length - s)
+            )
+            for s in starts
+        ]
+        return b"".join(f.result() for f in futures)
+
+    # --- writing ----------------------------------------------------------------------
+
+    def _new_spool(self) -> BinaryIO:
+        # Unlinked at once: private, and nothing is left behind if the process dies.
+        return tempfile.TemporaryFile(dir=self.spool_dir)
+
+    def _load(self) -> BinaryIO:
+        """The spool, holding the object's current content (fetched on first need)."""
+        if self.spool is None:
+            spool = self._new_spool()
+            try:
+                if self.attr.size:
+                    self.s3.download(self.key, spool, self.attr.size)
+                    spool.flush()
+            except BaseException:
+                spool.close()
+                raise
+            self.spool = spool
+            self._ra_data = b""
+        return self.spool
+
+    def _touch(self) -> None:
+        now = time.time_ns()
+        self.attr = replace(self.attr, mtime_ns=now, ctime_ns=now)
+        self.times_set = False
+        self.dirty = True
+
+    def write(self, data: bytes, offset: int) -> int:
+        with self.lock:
+            spool = self._load()
+            os.pwrite(spool.fileno(), data, offset)
+            self.attr = replace(self.attr, size=max(self.attr.size, offset + len(data)))
+            self._touch()
+            return len(data)
+
+    def truncate(self, length: int) -> None:
+        with self.lock:
+            if length == 0 and self.spool is None:
+                self.spool = self._new_spool()  # nothing to fetch: it is all going away
+            spool = self._load()
+            os.ftruncate(spool.fileno(), length)
+            self.attr = replace(self.attr, size=length)
+            self._touch()
+
+    def set_attr(self, attr: Attr, times_set: bool = False) -> None:
+        """chmod/chown/utimens on a file with pending data: applied at upload."""
+        with self.lock:
+            self.attr = replace(attr, size=self.attr.size)
+            self.times_set = self.times_set or times_set
+            self.dirty = True
+
+    # --- uploading --------------------------------------------------------------------
+
+    def flush(self) -> bool:
+        """Upload pending data (and metadata). True if something was uploaded.
+        Raises S3Error (EIO…) if the upload failed; the data stays pending."""
+        with self.lock:
+            if not self.dirty or self.unlinked:
+                return False
+            spool = self._load()
+            spool.flush()
+            size = os.fstat(spool.fileno()).st_size
+            a = self.attr
+            meta = layout.encode_meta(a.mode, a.uid, a.gid, a.mtime_ns, a.ctime_ns, a.atime_ns)
+            ctype = layout.content_type_for(self.path)
+            started = time.monotonic()
+            try:
+                etag = self.s3.upload_file(self.key, spool_path(spool), size, meta, ctype)
+            except OSError as e:
+                log.error("upload of %s failed, data kept for retry: %s", self.path, e)
+                raise S3Error(errno.EIO, str(e)) from None
+            log.debug("uploaded %s (%d bytes, %.2fs)", self.path, size, time.monotonic() - started)
+            self.attr = replace(self.attr, size=size, etag=etag)
+            self.dirty = False
+            return True
+
+    def close(self) -> None:
+        with self.lock:
+            if self.spool is not None:
+                self.spool.close()
+                self.spool = None
+            self._ra_data = b""
+
+    def save_unsaved(self) -> str | None:
+        """Last resort at unmount: copy pending content next to the spool dir, say where."""
+        with self.lock:
+            if self.spool is None:
+                return None
+            target_dir = os.path.join(os.path.dirname(self.spool_dir), "unsaved")
+            os.makedirs(target_dir, mode=0o700, exist_ok=True)
+            name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.key.replace('/', '%2F')}"[:250]
+            target = os.path.join(target_dir, name)
+            self.spool.seek(0)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(self.spool, out)
+            return target
+
+
+def spool_path(spool: BinaryIO) -> str:
+    """A path that opens the (unlinked) spool file, for the uploader's own reads."""
+    return f"/proc/self/fd/{spool.fileno()}"
+
+
+class OpenFiles:
+    """The table of open files: path → OpenFile, handle number → OpenFile."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_path: dict[str, OpenFile] = {}
+        self.by_fh: dict[int, OpenFile] = {}
+        self._next_fh = 1
+
+    def get(self, path: str) -> OpenFile | None:
+        with self.lock:
+            return self.by_path.get(path)
+
+    def handle(self, fh: int) -> OpenFile:
+        with self.lock:
+            f = self.by_fh.get(fh)
+        if f is None:
+            raise OSError(errno.EBADF, "bad file handle")
+        return f
+
+    def add_handle(self, f: OpenFile) -> int:
+        """Register `f` (if new) under its path and return a new handle for it."""
+        with self.lock:
+            current = self.by_path.get(f.path)
+            if current is not None and current is not f:
+                raise RuntimeError("two OpenFile objects for one path")
+            self.by_path[f.path] = f
+            fh = self._next_fh
+            self._next_fh += 1
+            self.by_fh[fh] = f
+            f.refs += 1
+            return fh
+
+    def drop_handle(self, fh: int) -> tuple[OpenFile, bool]:
+        """Forget handle `fh`; returns (file, True if that was its last handle)."""
+        with self.lock:
+            f = self.by_fh.pop(fh)
+            f.refs -= 1
+            return f, f.refs == 0
+
+    def forget(self, f: OpenFile) -> None:
+        with self.lock:
+            if f.refs == 0 and self.by_path.get(f.path) is f:
+                del self.by_path[f.path]
+
+    def rename(self, old: str, new: str, new_key: str) -> None:
+        with self.lock:
+            f = self.by_path.pop(old, None)
+            if f is not None:
+                f.path, f.key = new, new_key
+                self.by_path[new] = f
+
+    def under(self, path: str) -> list[OpenFile]:
+        below = path.rstrip("/") + "/"
+        with self.lock:
+            return [f for p, f in self.by_path.items() if p.startswith(below)]
+
+    def all(self) -> list[OpenFile]:
+        with self.lock:
+            return list(self.by_path.values())

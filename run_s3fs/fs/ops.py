@@ -1,0 +1,745 @@
+"""The FUSE operations: a thin layer mapping each call onto the S3, cache and open-file
+layers. Paths are FUSE paths (`/a/b`); keys come from layout.
+
+Every operation runs in one of libfuse's worker threads. Expected failures are OSErrors
+with an errno; anything else is logged and becomes EIO, so no bug kills the daemon.
+"""
+
+from __future__ import annotations
+
+import errno
+import functools
+import logging
+import os
+import posixpath
+import stat
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+from typing import Any
+
+import mfusepy
+
+from run_s3fs.fs import layout
+from run_s3fs.fs.cache import MISSING, DirEntry, ListingCache, StatCache
+from run_s3fs.fs.files import OpenFile, OpenFiles
+from run_s3fs.fs.layout import Attr, Overrides
+from run_s3fs.fs.s3 import S3, ObjectInfo
+
+log = logging.getLogger("run_s3fs.fs.ops")
+
+UTIME_NOW = (1 << 30) - 1
+UTIME_OMIT = (1 << 30) - 2
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def fuse_error(number: int) -> OSError:
+    return mfusepy.FuseOSError(number)
+
+
+def operation(method):
+    """Log and turn unexpected exceptions into EIO; let OSErrors through with their errno."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        try:
+            return method(self, *args, **kwargs)
+        except OSError as e:
+            if e.errno is None or e.errno <= 0:
+                log.error("%s%r: %s", method.__name__, args[:1], e)
+                raise fuse_error(errno.EIO) from None
+            if e.errno not in (errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY):
+                log.info("%s %s: %s", method.__name__, args[:1], e)
+            raise
+        except Exception as e:
+            log.error("%s %s failed: %s: %s", method.__name__, args[:1], type(e).__name__, e)
+            log.debug("traceback", exc_info=True)
+            raise fuse_error(errno.EIO) from None
+
+    return wrapper
+
+
+class S3Operations(mfusepy.Operations):
+    use_ns = True  # times in integer nanoseconds
+
+    def __init__(
+        self,
+        s3: S3,
+        prefix: str,
+        spool_dir: str,
+        root_attr: Attr,
+        overrides: Overrides,
+        stat_ttl: float,
+        negative_ttl: float,
+        max_stat_entries: int,
+        head_threads: int,
+        compat_dir: bool = False,
+        read_only: bool = False,
+        kernel_timeout: float = 1.0,
+    ) -> None:
+        self.s3 = s3
+        self.prefix = prefix
+        self.spool_dir = spool_dir
+        self.root_attr = root_attr
+        self.overrides = overrides
+        self.stats = StatCache(stat_ttl, negative_ttl, max_stat_entries)
+        self.listings = ListingCache(stat_ttl)
+        self.files = OpenFiles()
+        self.heads = ThreadPoolExecutor(max_workers=head_threads, thread_name_prefix="s3-head")
+        self.compat_dir = compat_dir
+        self.read_only = read_only
+        self.kernel_timeout = kernel_timeout
+        self.uid = os.geteuid()
+        self.gid = os.getegid()
+        self._dir_handles = 0
+        self._seen_etags: dict[str, str] = {}  # path → ETag at last open (for keep_cache)
+        self._lock = threading.Lock()
+
+    # --- keys and attributes ----------------------------------------------------------
+
+    def _key(self, path: str) -> str:
+        return layout.path_to_key(path, self.prefix)
+
+    def _dkey(self, path: str) -> str:
+        return layout.dir_key(path, self.prefix)
+
+    def _caller(self) -> tuple[int, int]:
+        uid, gid, _pid = mfusepy.fuse_get_context()
+        return uid, gid
+
+    def _decode(self, info: ObjectInfo) -> Attr:
+        return layout.decode_attr(
+            info.key,
+            info.metadata,
+            info.content_type,
+            info.size,
+            info.last_modified,
+            self.uid,
+            self.gid,
+            info.etag,
+        )
+
+    def _fetch_attr(self, path: str) -> Attr | None:
+        """Ask S3 what `path` is: a file/symlink/dir object, a dir marker, an implicit
+        directory, or nothing. 1–3 requests; the result goes into the stat cache."""
+        key = self._key(path)
+        info = self.s3.head(key)
+        attr = self._decode(info) if info is not None else self._fetch_dir_attr(path)
+        self.stats.put(path, attr)
+        return attr
+
+    def _fetch_dir_attr(self, path: str) -> Attr | None:
+        dkey = self._dkey(path)
+        # The marker `dir/` sorts before every other key under `dir/`: one listing of one
+        # key says both whether a marker exists and whether the directory is implicit.
+        first = self.s3.first_keys(dkey, 1)
+        if first and first[0].key == dkey:
+            marker = self.s3.head(dkey)
+            if marker is not None:
+                attr = self._decode(marker)
+                if not attr.is_dir:  # a marker with a file mode: the key decides
+                    attr = replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode), size=0)
+                return attr
+        if first:
+            return layout.implicit_dir_attr(self.uid, self.gid)
+        if self.compat_dir:
+            info = self.s3.head(self._key(path) + layout.COMPAT_DIR_SUFFIX)
+            if info is not None:
+                attr = self._decode(info)
+                return replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode), size=0)
+        return None
+
+    def _lookup(self, path: str) -> Attr:
+        """Attributes of `path` (raw, before overrides), or ENOENT."""
+        if path == "/":
+            return self.root_attr
+        f = self.files.get(path)
+        if f is not None:
+            return f.attr
+        cached = self.stats.get(path)
+        if cached is MISSING:
+            raise fuse_error(errno.ENOENT)
+        if isinstance(cached, Attr):
+            return cached
+        parent, name = posixpath.split(path)
+        listing = self.listings.get(parent)
+        if listing is not None and name not in listing:
+            raise fuse_error(errno.ENOENT)
+        attr = self._fetch_attr(path)
+        if attr is None:
+            raise fuse_error(errno.ENOENT)
+        return attr
+
+    def _show(self, attr: Attr) -> dict[str, Any]:
+        return self.overrides.apply(attr).to_fuse()
+
+    def _changed(self, path: str) -> None:
+        """Our own write to `path`: forget what we knew about it and its parent's listing."""
+        self.stats.invalidate(path)
+        self.listings.invalidate_parent(path)
+
+    def _check_writable(self) -> None:
+        if self.read_only:
+            raise fuse_error(errno.EROFS)
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def init_with_config(self, conn, config) -> None:
+        if config is not None:
+            # The kernel's own caches: short, so other mounts' changes show up soon; our
+            # stat cache (stat_cache_expire) sits behind them.
+            config.attr_timeout = self.kernel_timeout
+            config.entry_timeout = self.kernel_timeout
+            config.negative_timeout = 0
+            config.hard_remove = 1  # no .fuse_hidden files: an unlinked open file lives on locally
+            config.use_ino = 0
+        if conn is not None:
+            conn.max_write = 1024 * 1024
+            conn.max_read = 1024 * 1024
+            conn.max_readahead = max(conn.max_readahead, 1024 * 1024)
+
+    def destroy(self, path: str) -> None:
+        """Unmount: upload every file still holding unsaved data, then stop the pools."""
+        self.flush_all()
+        self.heads.shutdown(wait=True)
+
+    def flush_all(self) -> int:
+        """Upload everything pending (retrying what failed before). Returns the failures."""
+        failures = 0
+        for f in self.files.all():
+            try:
+                f.flush()
+            except OSError as e:
+                failures += 1
+                saved = None
+                try:
+                    saved = f.save_unsaved()
+                except OSError as save_error:
+                    log.error("could not save %s locally either: %s", f.path, save_error)
+                log.error(
+                    "UNSAVED: %s could not be uploaded (%s); its content is in %s",
+                    f.path,
+                    e,
+                    saved or "nowhere (lost)",
+                )
+        return failures
+
+    # --- attributes -------------------------------------------------------------------
+
+    @operation
+    def getattr(self, path: str, fh: Any = None) -> dict[str, Any]:
+        if fh is not None and getattr(fh, "fh", 0):
+            with self._lock:
+                f = self.files.by_fh.get(fh.fh)
+            if f is not None:
+                return self._show(f.attr)
+        return self._show(self._lookup(path))
+
+    @operation
+    def access(self, path: str, amode: int) -> int:
+        self._lookup(path)  # default_permissions: the kernel checks the mode bits
+        if amode & os.W_OK and self.read_only:
+            raise fuse_error(errno.EROFS)
+        return 0
+
+    def _set_meta(self, path: str, changes: dict[str, int], times_set: bool = False) -> None:
+        """chmod/chown/utimens: new headers via a metadata-replacing copy onto the same key;
+        on a file with pending data, applied at its upload."""
+        self._check_writable()
+        if path == "/":
+            return  # the mountpoint's attributes are the local directory's
+        attr = self._lookup(path)
+        now = time.time_ns()
+        changes.setdefault("ctime_ns", now)
+        new = replace(attr, **changes)
+        f = self.files.get(path)
+        if f is not None and (f.dirty or f.spool is not None):
+            f.set_attr(new, times_set)
+            self.stats.invalidate(path)
+            return
+        meta = layout.encode_meta(
+            new.mode, new.uid, new.gid, new.mtime_ns, new.ctime_ns, new.atime_ns
+        )
+        if attr.is_dir:
+            dkey = self._dkey(path)
+            marker = self.s3.head(dkey)
+            if marker is not None:
+                self.s3.copy(dkey, dkey, 0, meta, marker.content_type or layout.DIR_CONTENT_TYPE)
+            else:
+                # An implicit directory gets a marker, so the new attributes have a home.
+                self.s3.put(dkey, b"", meta, layout.DIR_CONTENT_TYPE)
+        else:
+            key = self._key(path)
+            self.s3.copy(key, key, attr.size, meta)
+        if f is not None:
+            f.attr = replace(new, size=f.attr.size)
+        self.stats.invalidate(path)
+        self.stats.put(path, replace(new, etag=""))
+
+    @operation
+    def chmod(self, path: str, mode: int) -> int:
+        attr = self._lookup(path)
+        self._set_meta(path, {"mode": stat.S_IFMT(attr.mode) | stat.S_IMODE(mode)})
+        return 0
+
+    @operation
+    def chown(self, path: str, uid: int, gid: int) -> int:
+        changes = {}
+        if uid != -1:
+            changes["uid"] = uid
+        if gid != -1:
+            changes["gid"] = gid
+        if changes:
+            self._set_meta(path, changes)
+        return 0
+
+    @operation
+    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+        now = time.time_ns()
+        atime, mtime = times if times is not None else (now, now)
+        changes = {}
+        for name, value in (("atime_ns", atime), ("mtime_ns", mtime)):
+            if value == UTIME_OMIT:
+                continue
+            changes[name] = now if value == UTIME_NOW else value
+        if changes:
+            self._set_meta(path, changes, times_set=True)
+        return 0
+
+    # --- directories ------------------------------------------------------------------
+
+    @operation
+    def opendir(self, path: str) -> int:
+        if not self._lookup(path).is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        return 0
+
+    @operation
+    def readdir(self, path: str, fh: int) -> list:
+        entries = self._read_dir(path)
+        result: list = [(".", {"st_mode": stat.S_IFDIR}, 0), ("..", {"st_mode": stat.S_IFDIR}, 0)]
+        for entry in entries.values():
+            attr = self.stats.get(posixpath.join(path, entry.name))
+            if isinstance(attr, Attr):
+                mode = attr.mode
+            else:
+                mode = stat.S_IFDIR if entry.is_dir else stat.S_IFREG
+            result.append((entry.name, {"st_mode": mode}, 0))
+        return result
+
+    def _read_dir(self, path: str) -> dict[str, DirEntry]:
+        """The directory's entries; fills the stat cache with every entry's attributes
+        (HEADs in parallel), so `ls -l` and `find` cost one listing plus one HEAD round."""
+        cached = self.listings.get(path)
+        if cached is not None:
+            return self._with_local(path, cached)
+        prefix = self._dkey(path)
+        listing = self.s3.list_dir(prefix)
+        entries: dict[str, DirEntry] = {}
+        todo: list[tuple[str, str, bool]] = []  # (name, key, from a common prefix)
+        for item in listing.files:
+            name = layout.child_name(item.key, prefix)
+            if name is None:
+                continue
+            if name.endswith(layout.COMPAT_DIR_SUFFIX):
+                if self.compat_dir:
+                    base = name[: -len(layout.COMPAT_DIR_SUFFIX)]
+                    if base:
+                        entries.setdefault(base, DirEntry(base, True))
+                continue
+            entries[name] = DirEntry(name, False)
+            todo.append((name, item.key, False))
+        for common in listing.prefixes:
+            name = layout.child_name(common, prefix)
+            if name is None:
+                continue
+            if name in entries:
+                # Both `x` and `x/…` exist: the object wins, as in s3fs.
+                continue
+            entries[name] = DirEntry(name, True)
+            todo.append((name, common, True))
+        self._fill_stats(path, todo, entries)
+        self.listings.put(path, entries)
+        return self._with_local(path, entries)
+
+    def _fill_stats(
+        self, path: str, todo: list[tuple[str, str, bool]], entries: dict[str, DirEntry]
+    ) -> None:
+        pending = [t for t in todo if self.stats.get(posixpath.join(path, t[0])) is None]
+
+        def head(item: tuple[str, str, bool]) -> tuple[str, Attr | None, bool]:
+            name, key, is_prefix = item
+            info = self.s3.head(key)
+            if is_prefix:
+                if info is None:
+                    return name, layout.implicit_dir_attr(self.uid, self.gid), True
+                attr = self._decode(info)
+                return name, replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode)), True
+            return name, (self._decode(info) if info is not None else None), False
+
+        for future in [self.heads.submit(head, item) for item in pending]:
+            try:
+                name, attr, _is_prefix = future.result()
+            except OSError as e:
+                log.info("readdir %s: HEAD failed: %s", path, e)
+                continue
+            if attr is None:  # deleted between LIST and HEAD
+                entries.pop(name, None)
+                continue
+            entries[name] = DirEntry(name, attr.is_dir)
+            self.stats.put(posixpath.join(path, name), attr)
+
+    def _with_local(self, path: str, entries: dict[str, DirEntry]) -> dict[str, DirEntry]:
+        """Add files created here whose first upload has not happened yet."""
+        local = [f for f in self.files.under(path) if posixpath.dirname(f.path) == path]
+        if not local:
+            return entries
+        merged = dict(entries)
+        for f in local:
+            name = posixpath.basename(f.path)
+            if not f.unlinked:
+                merged.setdefault(name, DirEntry(name, False))
+        return merged
+
+    @operation
+    def releasedir(self, path: str, fh: int) -> int:
+        return 0
+
+    @operation
+    def mkdir(self, path: str, mode: int) -> int:
+        self._check_writable()
+        if self._exists(path):
+            raise fuse_error(errno.EEXIST)
+        uid, gid = self._caller()
+        now = time.time_ns()
+        full_mode = stat.S_IFDIR | stat.S_IMODE(mode)
+        meta = layout.encode_meta(full_mode, uid, gid, now, now, now)
+        self.s3.put(self._dkey(path), b"", meta, layout.DIR_CONTENT_TYPE)
+        self._changed(path)
+        self.stats.put(path, Attr(full_mode, 0, uid, gid, now, now, now))
+        self.listings.put(path, {})
+        return 0
+
+    def _exists(self, path: str) -> bool:
+        try:
+            self._lookup(path)
+            return True
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+
+    def _dir_is_empty(self, path: str) -> bool:
+        dkey = self._dkey(path)
+        if any(not f.unlinked for f in self.files.under(path)):
+            return False
+        return all(k.key == dkey for k in self.s3.first_keys(dkey, 2))
+
+    @operation
+    def rmdir(self, path: str) -> int:
+        self._check_writable()
+        if path == "/":
+            raise fuse_error(errno.EBUSY)
+        attr = self._lookup(path)
+        if not attr.is_dir:
+            raise fuse_error(errno.ENOTDIR)
+        if not self._dir_is_empty(path):
+            raise fuse_error(errno.ENOTEMPTY)
+        self._delete_dir_objects(path)
+        self._changed(path)
+        self.listings.invalidate_tree(path)
+        self.stats.put(path, None)
+        return 0
+
+    def _delete_dir_objects(self, path: str) -> None:
+        """Every object that can make `path` a directory: `dir/`, an old-style `dir` object
+        with a directory type, `dir_$folder$`."""
+        keys = [self._dkey(path)]
+        info = self.s3.head(self._key(path))
+        if info is not None and self._decode(info).is_dir:
+            keys.append(self._key(path))
+        if self.compat_dir:
+            keys.append(self._key(path) + layout.COMPAT_DIR_SUFFIX)
+        self.s3.delete_many(keys)
+
+    # --- files ------------------------------------------------------------------------
+
+    def _open_file(self, path: str, attr: Attr, new: bool) -> tuple[OpenFile, int]:
+        with self._lock:
+            f = self.files.get(path)
+            if f is None:
+                f = OpenFile(self.s3, self.spool_dir, path, self._key(path), attr, new)
+            return f, self.files.add_handle(f)
+
+    @operation
+    def create(self, path: str, mode: int, fi: Any = None) -> int:
+        self._check_writable()
+        uid, gid = self._caller()
+        now = time.time_ns()
+        attr = Attr(stat.S_IFREG | stat.S_IMODE(mode), 0, uid, gid, now, now, now)
+        existing = self.files.get(path)
+        if existing is not None:  # O_CREAT on a file open here: open it (and truncate)
+            f, fh = self._open_file(path, existing.attr, False)
+            if fi is not None and fi.flags & os.O_TRUNC:
+                f.truncate(0)
+        else:
+            f, fh = self._open_file(path, attr, True)
+        self._changed(path)
+        if fi is not None:
+            fi.fh = fh
+        return 0
+
+    @operation
+    def open(self, path: str, fi: Any) -> int:
+        flags = fi.flags
+        if self.read_only and flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            raise fuse_error(errno.EROFS)
+        f = self.files.get(path)
+        if f is None:
+            # Close-to-open consistency: a fresh HEAD, so a file another mount closed
+            # after writing is seen with its new size and content now.
+            self.stats.invalidate(path)
+            attr = self._lookup(path)
+        else:
+            attr = f.attr
+        if attr.is_dir:
+            raise fuse_error(errno.EISDIR)
+        f, fh = self._open_file(path, attr, False)
+        if flags & os.O_TRUNC and f.attr.size:
+            f.truncate(0)
+            self._changed(path)
+        fi.fh = fh
+        # Keep the kernel's page cache only if the object is unchanged since it was filled.
+        with self._lock:
+            etag = f.attr.etag
+            fi.keep_cache = 1 if etag and self._seen_etags.get(path) == etag else 0
+            if etag:
+                self._seen_etags[path] = etag
+        return 0
+
+    @operation
+    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
+        return self.files.handle(fi.fh).read(offset, size)
+
+    @operation
+    def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:
+        self._check_writable()
+        f = self.files.handle(fi.fh)
+        n = f.write(data, offset)
+        self.stats.invalidate(f.path)
+        return n
+
+    @operation
+    def truncate(self, path: str, length: int, fh: Any = None) -> int:
+        self._check_writable()
+        f = self.files.get(path)
+        if f is not None:
+            f.truncate(length)
+            self.stats.invalidate(path)
+            return 0
+        attr = self._lookup(path)
+        if attr.is_dir:
+            raise fuse_error(errno.EISDIR)
+        f, fh_number = self._open_file(path, attr, False)
+        try:
+            f.truncate(length)
+            f.flush()
+        finally:
+            self._release(fh_number)
+        self._changed(path)
+        return 0
+
+    @operation
+    def flush(self, path: str, fi: Any) -> int:
+        f = self.files.handle(fi.fh)
+        if f.flush():
+            self._after_upload(f)
+        return 0
+
+    @operation
+    def fsync(self, path: str, datasync: int, fi: Any) -> int:
+        return self.flush(path, fi)
+
+    def _after_upload(self, f: OpenFile) -> None:
+        self._changed(f.path)
+        with self._lock:
+            if f.attr.etag:
+                self._seen_etags[f.path] = f.attr.etag
+
+    @operation
+    def release(self, path: str, fi: Any) -> int:
+        self._release(fi.fh)
+        return 0
+
+    def _release(self, fh: int) -> None:
+        f, last = self.files.drop_handle(fh)
+        if not last:
+            return
+        try:
+            if f.flush():
+                self._after_upload(f)
+        except OSError as e:
+            # Nobody can be told any more: keep it (in the table, with its spool) for the
+            # next open/flush or the final attempt at unmount.
+            log.error("%s stays pending after its last close: %s", f.path, e)
+            return
+        with f.lock:
+            if f.refs == 0 and not f.dirty:
+                f.close()
+                self.files.forget(f)
+
+    @operation
+    def unlink(self, path: str) -> int:
+        self._check_writable()
+        attr = self._lookup(path)
+        if attr.is_dir:
+            raise fuse_error(errno.EISDIR)
+        f = self.files.get(path)
+        if f is not None:
+            f.unlinked = True
+            with self.files.lock:
+                if self.files.by_path.get(path) is f:
+                    del self.files.by_path[path]
+        self.s3.delete(self._key(path))
+        self._changed(path)
+        self.stats.put(path, None)
+        return 0
+
+    # --- symlinks ---------------------------------------------------------------------
+
+    @operation
+    def symlink(self, path: str, target: str) -> int:
+        self._check_writable()
+        if self._exists(path):
+            raise fuse_error(errno.EEXIST)
+        uid, gid = self._caller()
+        now = time.time_ns()
+        meta = layout.encode_meta(layout.SYMLINK_MODE, uid, gid, now, now, now)
+        body = target.encode("utf-8", "surrogateescape")
+        self.s3.put(self._key(path), body, meta, layout.SYMLINK_CONTENT_TYPE)
+        self._changed(path)
+        self.stats.put(path, Attr(layout.SYMLINK_MODE, len(body), uid, gid, now, now, now))
+        return 0
+
+    @operation
+    def readlink(self, path: str) -> str:
+        attr = self._lookup(path)
+        if not attr.is_symlink:
+            raise fuse_error(errno.EINVAL)
+        data = self.s3.get_range(self._key(path), 0, max(attr.size, 1) + 4096)
+        return data.decode("utf-8", "surrogateescape")
+
+    @operation
+    def link(self, target: str, source: str) -> int:
+        log.warning("hard link %s → %s refused: S3 has no hard links", target, source)
+        raise fuse_error(errno.EPERM)
+
+    @operation
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        if stat.S_ISREG(mode):
+            fi = type("fi", (), {"flags": 0, "fh": 0})()
+            self.create(path, mode, fi)
+            self._release(fi.fh)
+            return 0
+        log.warning("mknod %s refused: only regular files, directories, symlinks", path)
+        raise fuse_error(errno.EPERM)
+
+    # --- rename -----------------------------------------------------------------------
+
+    @operation
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        self._check_writable()
+        if flags & RENAME_EXCHANGE:
+            raise fuse_error(errno.EINVAL)
+        src = self._lookup(old)
+        if old == new:
+            return 0
+        try:
+            dst: Attr | None = self._lookup(new)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            dst = None
+        if dst is not None:
+            if flags & RENAME_NOREPLACE:
+                raise fuse_error(errno.EEXIST)
+            if src.is_dir and not dst.is_dir:
+                raise fuse_error(errno.ENOTDIR)
+            if dst.is_dir and not src.is_dir:
+                raise fuse_error(errno.EISDIR)
+            if dst.is_dir:
+                if not self._dir_is_empty(new):
+                    raise fuse_error(errno.ENOTEMPTY)
+                self._delete_dir_objects(new)
+        if src.is_dir:
+            if (new + "/").startswith(old + "/"):
+                raise fuse_error(errno.EINVAL)
+            self._rename_dir(old, new)
+        else:
+            self._rename_file(old, new, src)
+        for p in (old, new):
+            self._changed(p)
+            self.stats.invalidate_tree(p)
+            self.listings.invalidate_tree(p)
+        return 0
+
+    def _rename_file(self, old: str, new: str, attr: Attr) -> None:
+        f = self.files.get(old)
+        if f is not None:
+            if f.flush():
+                self._after_upload(f)
+            attr = f.attr
+        old_key, new_key = self._key(old), self._key(new)
+        self.s3.copy(old_key, new_key, attr.size)
+        self.s3.delete(old_key)
+        target = self.files.get(new)
+        if target is not None:  # replaced a file open here: its handles keep the old data
+            target.unlinked = True
+            with self.files.lock:
+                self.files.by_path.pop(new, None)
+        self.files.rename(old, new, new_key)
+
+    def _rename_dir(self, old: str, new: str) -> None:
+        """Every key below `old/` is copied, then the originals deleted: not atomic."""
+        for f in self.files.under(old):
+            if f.flush():
+                self._after_upload(f)
+        old_prefix, new_prefix = self._dkey(old), self._dkey(new)
+        entries = list(self.s3.iter_keys(old_prefix))
+        copies = [
+            self.heads.submit(self.s3.copy, e.key, new_prefix + e.key[len(old_prefix) :], e.size)
+            for e in entries
+        ]
+        for c in copies:
+            c.result()
+        old_keys = [e.key for e in entries]
+        # An old-style directory object `dir` (no slash) goes too, replaced by a marker.
+        info = self.s3.head(self._key(old))
+        if info is not None and self._decode(info).is_dir:
+            if not any(e.key == old_prefix for e in entries):
+                self.s3.copy(info.key, new_prefix, 0)
+            old_keys.append(info.key)
+        self.s3.delete_many(old_keys)
+        for f in self.files.under(old):
+            new_path = new + f.path[len(old) :]
+            self.files.rename(f.path, new_path, self._key(new_path))
+
+    # --- the filesystem ---------------------------------------------------------------
+
+    @operation
+    def statfs(self, path: str) -> dict[str, int]:
+        # S3 has no capacity: report plenty (256 TiB) so `df` and free-space checks pass.
+        blocks = 1 << 36  # of 4 KiB
+        return {
+            "f_bsize": 4096,
+            "f_frsize": 4096,
+            "f_blocks": blocks,
+            "f_bfree": blocks,
+            "f_bavail": blocks,
+            "f_files": 1 << 32,
+            "f_ffree": 1 << 32,
+            "f_favail": 1 << 32,
+            "f_namemax": 1024,
+        }

@@ -1,0 +1,273 @@
+"""The s3fs command line: `BUCKET[:/prefix] MOUNTPOINT [-f] [-d] [-s] -o opt[,opt=val]…`.
+
+Parsed into a frozen Options. Options s3fs knows that do not apply here are accepted and
+reported once as ignored; unknown ones likewise (s3fs itself would refuse some, but a
+drop-in must not fail a mount over a tuning knob). Malformed values are usage errors.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+from run_s3fs.errors import UsageError
+
+MIB = 1024 * 1024
+
+# s3fs options that make sense only for s3fs's own machinery (curl, its disk cache,
+# IAM roles, SSE…): accepted, reported as ignored.
+_KNOWN_IGNORED = frozenset(
+    {
+        "use_cache",
+        "del_cache",
+        "check_cache_dir_exist",
+        "ensure_diskfree",
+        "multireq_max",
+        "enable_content_md5",
+        "enable_noobj_cache",
+        "disable_noobj_cache",
+        "sigv2",
+        "sigv4",
+        "curldbg",
+        "ssl_verify_hostname",
+        "nosscache",
+        "notsup_compat_dir",
+        "nomultipart",
+        "default_acl",
+        "storage_class",
+        "use_rrs",
+        "use_sse",
+        "load_sse_c",
+        "iam_role",
+        "ibm_iam_auth",
+        "ecs",
+        "public_bucket",
+        "noxmlns",
+        "nocopyapi",
+        "norenameapi",
+        "cipher_suites",
+        "instance_name",
+        "complement_stat",
+        "logfile",
+        "nodnscache",
+        "no_check_certificate",
+        "requester_pays",
+        "listobjectsv2",
+        "use_xattr",
+        "kernel_cache",
+        "auto_cache",
+        "big_writes",
+        "noatime",
+        "nodiratime",
+        "atime",
+        "relatime",
+        "dev",
+        "suid",
+        "nodev",
+        "nosuid",
+        "exec",
+        "noexec",
+        "rw",
+        "noauto",
+        "_netdev",
+        "user",
+        "users",
+        "auto",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Options:
+    bucket: str
+    prefix: str  # "" or "sub/path/"
+    mountpoint: str
+    foreground: bool = True
+    debug: bool = False
+    single_thread: bool = False
+    passwd_file: str | None = None
+    url: str = "https://s3.amazonaws.com"
+    url_given: bool = False
+    use_path_request_style: bool = False
+    region: str | None = None
+    allow_other: bool = False
+    read_only: bool = False
+    umask: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    mp_umask: int | None = None
+    stat_cache_expire: float = 10.0
+    max_stat_cache_size: int = 100_000
+    multipart_size: int = 10 * MIB
+    multipart_threshold: int = 25 * MIB
+    singlepart_copy_limit: int = 5 * 1024 * MIB
+    parallel_count: int = 5
+    max_thread_count: int = 10
+    retries: int = 5
+    connect_timeout: float = 300.0
+    readwrite_timeout: float = 120.0
+    log_level: str = "info"
+    compat_dir: bool = False
+    fsname: str = "s3fs"
+    subtype: str = "s3fs"
+    tmpdir: str | None = None
+    ignored: tuple[str, ...] = field(default=())
+
+
+def _int(name: str, value: str, base: int = 10, minimum: int = 0) -> int:
+    try:
+        number = int(value, base)
+    except ValueError:
+        kind = "an octal number" if base == 8 else "an integer"
+        raise UsageError(f"-o {name}={value}: must be {kind}") from None
+    if number < minimum:
+        raise UsageError(f"-o {name}={value}: must be at least {minimum}")
+    return number
+
+
+def _float(name: str, value: str) -> float:
+    try:
+        number = float(value)
+    except ValueError:
+        raise UsageError(f"-o {name}={value}: must be a number of seconds") from None
+    if number < 0:
+        raise UsageError(f"-o {name}={value}: must not be negative")
+    return number
+
+
+def _umask(name: str, value: str) -> int:
+    number = _int(name, value, 8)
+    if number > 0o777:
+        raise UsageError(f"-o {name}={value}: must be an octal mask no larger than 0777")
+    return number
+
+
+_LOG_LEVELS = {"crit": "error", "critical": "error", "err": "error", "error": "error",
+               "warn": "warning", "warning": "warning", "info": "info", "dbg": "debug",
+               "debug": "debug"}  # fmt: skip
+
+
+def split_options(text: str) -> list[tuple[str, str | None]]:
+    """`a,b=c,d` → [("a", None), ("b", "c"), ("d", None)]; empty items dropped."""
+    items = []
+    for item in text.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        items.append((name.strip(), value if sep else None))
+    return items
+
+
+def parse_args(argv: list[str]) -> Options:
+    """The whole command line (without the program name) → Options, or UsageError."""
+    positional: list[str] = []
+    raw: list[tuple[str, str | None]] = []
+    flags = {"foreground": False, "debug": False, "single_thread": False}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg == "-o":
+            if i + 1 >= len(argv):
+                raise UsageError("-o needs an argument")
+            raw.extend(split_options(argv[i + 1]))
+            i += 2
+            continue
+        if arg.startswith("-o") and len(arg) > 2:
+            raw.extend(split_options(arg[2:]))
+        elif arg in ("-f", "--foreground"):
+            flags["foreground"] = True
+        elif arg in ("-d", "--debug"):
+            flags["debug"] = True
+        elif arg == "-s":
+            flags["single_thread"] = True
+        elif arg.startswith("-") and arg != "-":
+            raise UsageError(f"unknown flag {arg} (usage: BUCKET[:/prefix] MOUNTPOINT -f -o opts)")
+        else:
+            positional.append(arg)
+        i += 1
+    if len(positional) != 2:
+        raise UsageError("usage: python -m run_s3fs.fs BUCKET[:/prefix] MOUNTPOINT [-f] [-o opts]")
+    spec, mountpoint = positional
+    bucket, _, prefix = spec.partition(":")
+    if not bucket:
+        raise UsageError(f"no bucket name in {spec!r}")
+    prefix = prefix.strip("/")
+    values: dict = {
+        "bucket": bucket,
+        "prefix": f"{prefix}/" if prefix else "",
+        "mountpoint": os.path.abspath(mountpoint),
+        **flags,
+    }
+    if flags["debug"]:
+        values["log_level"] = "debug"
+    ignored: list[str] = []
+    for name, value in raw:
+        _apply(name, value, values, ignored)
+    if values.get("max_thread_count", 10) < 1 or values.get("parallel_count", 5) < 1:
+        raise UsageError("-o parallel_count / max_thread_count must be at least 1")
+    return Options(**values, ignored=tuple(ignored))
+
+
+def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> None:
+    def need() -> str:
+        if value is None or value == "":
+            raise UsageError(f"-o {name} needs a value ({name}=…)")
+        return value
+
+    if name == "passwd_file":
+        values["passwd_file"] = need()
+    elif name == "url":
+        url = need().rstrip("/")
+        if "://" not in url:
+            raise UsageError(f"-o url={url}: must start with http:// or https://")
+        values["url"], values["url_given"] = url, True
+    elif name == "use_path_request_style":
+        values["use_path_request_style"] = True
+    elif name in ("endpoint", "region"):
+        values["region"] = need()
+    elif name == "allow_other":
+        values["allow_other"] = True
+    elif name == "ro":
+        values["read_only"] = True
+    elif name == "umask":
+        values["umask"] = _umask(name, need())
+    elif name == "mp_umask":
+        values["mp_umask"] = _umask(name, need())
+    elif name in ("uid", "gid"):
+        values[name] = _int(name, need())
+    elif name == "stat_cache_expire":
+        values["stat_cache_expire"] = _float(name, need())
+    elif name == "max_stat_cache_size":
+        values["max_stat_cache_size"] = _int(name, need())
+    elif name == "multipart_size":
+        size = _int(name, need(), minimum=5)  # MB, as s3fs; S3's minimum part is 5 MiB
+        values["multipart_size"] = size * MIB
+    elif name == "multipart_threshold":
+        values["multipart_threshold"] = _int(name, need(), minimum=5) * MIB
+    elif name == "singlepart_copy_limit":
+        values["singlepart_copy_limit"] = _int(name, need(), minimum=5) * MIB
+    elif name in ("parallel_count", "max_thread_count"):
+        values[name] = _int(name, need(), minimum=1)
+    elif name == "retries":
+        values["retries"] = _int(name, need(), minimum=0)
+    elif name in ("connect_timeout", "readwrite_timeout"):
+        values[name] = _float(name, need())
+    elif name == "dbglevel":
+        level = _LOG_LEVELS.get(need().lower())
+        if level is None:
+            raise UsageError(f"-o dbglevel={value}: use crit, err, warn, info or dbg")
+        values["log_level"] = level
+    elif name == "compat_dir":
+        values["compat_dir"] = True
+    elif name in ("fsname", "subtype"):
+        values[name] = need()
+    elif name == "tmpdir":
+        values["tmpdir"] = need()
+    elif name in ("nonempty", "f2"):
+        # libfuse3 mounts over a non-empty directory anyway; accepted for s3fs command lines.
+        pass
+    elif name in _KNOWN_IGNORED:
+        ignored.append(name)
+    else:
+        ignored.append(f"{name} (unknown)")
