@@ -4,7 +4,7 @@ The mount table is read from /proc/self/mounts and compared exactly, path for pa
 decoding the kernel's octal escapes (a space is written `\\040`): a substring match would
 take /mnt/store2 for /mnt/store.
 
-A FUSE daemon that died leaves its mount behind: any stat of it fails with ENOTCONN
+A FUSE daemon that died leaves its mount behind: any request to it fails with ENOTCONN
 ("Transport endpoint is not connected"). That is a *stale* mount, which must be lazily
 unmounted before anything can mount there again.
 """
@@ -148,6 +148,13 @@ def inspect(path: Path) -> MountpointState:
             return _live(path, fstype)
         raise CantCreateError(f"cannot look at S3FS_MOUNTPOINT {path}: {exc.strerror}") from None
     if entry is not None:
+        # stat() of a mount root can be answered from the kernel's attribute cache for a
+        # second after the daemon died; statfs() always asks the daemon.
+        try:
+            os.statvfs(path)
+        except OSError as exc:
+            if exc.errno in _DEAD:
+                return MountpointState(path, "stale", fstype)
         return _live(path, fstype)
     if not os.path.isdir(path):
         return MountpointState(path, "not_directory")
