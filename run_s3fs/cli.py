@@ -104,9 +104,8 @@ def launch(
     if dry_run:
         _print_dry_run(cfg, backend, state, the_plan)
         return EX_OK
-    for step in the_plan.steps:
-        logger.info(step)
-    plan.execute(the_plan)
+    logger.info("mounting %s at %s with %s", cfg.bucket_spec, cfg.mountpoint, backend.name)
+    plan.execute(the_plan)  # logs each step as it takes it
 
 
 def _print_dry_run(

@@ -186,13 +186,14 @@ def execute(plan: Plan) -> NoReturn:
         mounts.lazy_unmount(plan.mountpoint)
         # What was under the dead mount is what the new one will cover: judge it again.
         check_state(mounts.inspect(plan.mountpoint), plan.allow_nonempty)
-    if plan.mkdir:
+    if plan.mkdir and not plan.mountpoint.is_dir():
         mounts.prepare(plan.mountpoint)
+        log.info("created the mount point %s", plan.mountpoint)
     if passwd.write(plan.passwd_path, plan.passwd_content, plan.passwd_private_dir):
         log.info("wrote the passwd file %s", plan.passwd_path)
     else:
         log.info("the passwd file %s is up to date", plan.passwd_path)
-    log.info("exec %s", plan.command_line())
+    log.info("exec %s", plan.command_line())  # argv carries no key: passwd_file only
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     try:

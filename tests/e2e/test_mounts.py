@@ -24,7 +24,7 @@ import psutil
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, is_mounted, unmount, wait_for
 
-from run_s3fs import mounts
+from run_s3fs import backends, mounts
 from run_s3fs.devserver import S3Server
 from run_s3fs.mounts import inspect, lazy_unmount
 
@@ -267,3 +267,22 @@ def test_nonempty_option_lets_s3fs_mount_over_files(launcher: Launcher) -> None:
 
 def _has_key(s3, bucket: str, key: str) -> bool:
     return key in [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+@pytest.mark.skipif(
+    bool(backends.python_backend_missing()),
+    reason="bundled backend unavailable: " + "; ".join(backends.python_backend_missing()),
+)
+def test_launch_execs_the_python_backend(launcher: Launcher, s3, bucket: str) -> None:
+    proc = launcher.start(S3FS_BACKEND="python", S3FS_OPTIONS="nonempty")
+    launcher.wait_live(proc)
+    cmdline = psutil.Process(proc.pid).cmdline()
+    assert cmdline[1:3] == ["-m", "run_s3fs.fs"]
+    assert "nonempty" not in " ".join(cmdline)  # FUSE 3 rejects it: dropped by the plan
+    assert SECRET_KEY not in " ".join(cmdline) and ACCESS_KEY not in " ".join(cmdline)
+    (launcher.mountpoint / "py.txt").write_text("via python")
+    assert wait_for(lambda: _has_key(s3, bucket, "py.txt"), 10)
+    time.sleep(1)
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(timeout=30) == 0
+    assert wait_for(lambda: not is_mounted(launcher.mountpoint), 10)
