@@ -431,6 +431,65 @@ def test_large_file_multipart(fs: FS, d: Path, tmp_path: Path) -> None:
     assert sha256_file(mounted) == sha256_file(local)
     assert fs.obj(mounted) == read(local)
 
+    os.rename(mounted, d / "big-renamed.bin")  # a server-side copy of a multipart object
+    assert sha256_file(d / "big-renamed.bin") == sha256_file(local)
+    assert not fs.exists(mounted)
+
+
+def test_concurrent_reads_of_one_file(d: Path) -> None:
+    """s3fs's test_concurrent_reads: threads read random ranges, each through its own fd
+    and all through one shared fd."""
+    data = _rand(21, 5 * MiB + 321)
+    f = d / "shared.bin"
+    write(f, data)
+    rnd = random.Random(22)
+    ranges = [(rnd.randrange(0, len(data)), rnd.randrange(1, 300_000)) for _ in range(48)]
+    shared = os.open(f, os.O_RDONLY)
+
+    def own_fd(r: tuple[int, int]) -> bytes:
+        fd = os.open(f, os.O_RDONLY)
+        try:
+            return os.pread(fd, r[1], r[0])
+        finally:
+            os.close(fd)
+
+    try:
+        with ThreadPoolExecutor(8) as pool:
+            got_own = list(pool.map(own_fd, ranges))
+            got_shared = list(pool.map(lambda r: os.pread(shared, r[1], r[0]), ranges))
+    finally:
+        os.close(shared)
+    for (off, n), a, b in zip(ranges, got_own, got_shared, strict=True):
+        assert a == data[off : off + n]
+        assert b == data[off : off + n]
+
+
+def test_concurrent_writers_to_one_file(fs: FS, d: Path) -> None:
+    """s3fs's test_concurrent_writes: several descriptors write disjoint ranges of one
+    existing file at once (no O_TRUNC); every range must survive every close()."""
+    size, region = 2 * MiB, 100_000
+    base = _rand(31, size)
+    f = d / "shared.bin"
+    write(f, base)
+    offsets = [i * 250_000 for i in range(8)]
+    patches = {off: _rand(off, region) for off in offsets}
+
+    def writer(off: int) -> None:
+        fd = os.open(f, os.O_WRONLY)
+        try:
+            for i in range(0, region, 10_000):
+                os.pwrite(fd, patches[off][i : i + 10_000], off + i)
+        finally:
+            os.close(fd)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(writer, offsets))
+    expected = bytearray(base)
+    for off, patch in patches.items():
+        expected[off : off + region] = patch
+    assert read(f) == bytes(expected)
+    assert fs.obj(f) == bytes(expected)
+
 
 # --- durability: what S3 holds when close() / fsync() return --------------------------------
 
@@ -644,6 +703,18 @@ def test_chmod_chown_utime_persist(fs: FS, d: Path, view: Mount) -> None:
     assert int(float(meta["mtime"])) == 1_500_000_000
     dmeta = fs.head(sub, directory=True)["Metadata"]
     assert int(dmeta["mode"], 0) & 0o7777 == 0o711
+
+
+def test_utime_keeps_nanoseconds(
+    fs: FS, d: Path, view: Mount, request: pytest.FixtureRequest
+) -> None:
+    """`touch -d`, `cp -p` and rsync set sub-second mtimes; make and rsync compare them."""
+    f = d / "precise"
+    write(f, b"x")
+    mtime_ns = 1_500_000_000_123_456_789
+    os.utime(f, ns=(mtime_ns, mtime_ns))
+    assert os.stat(f).st_mtime_ns == mtime_ns
+    assert os.stat(view.path / d.name / "precise").st_mtime_ns == mtime_ns
 
 
 def test_chmod_keeps_content_type_and_body(fs: FS, d: Path) -> None:
