@@ -113,7 +113,7 @@ class OpenFile:
         # Unlinked at once: private, and nothing is left behind if the process dies.
         return tempfile.TemporaryFile(dir=self.spool_dir)
 
-    def _load(self) -> BinaryIO:
+    def load(self) -> BinaryIO:
         """The spool, holding the object's current content (fetched on first need)."""
         if self.spool is None:
             spool = self._new_spool()
@@ -136,7 +136,7 @@ class OpenFile:
 
     def write(self, data: bytes, offset: int) -> int:
         with self.lock:
-            spool = self._load()
+            spool = self.load()
             os.pwrite(spool.fileno(), data, offset)
             self.attr = replace(self.attr, size=max(self.attr.size, offset + len(data)))
             self._touch()
@@ -146,7 +146,7 @@ class OpenFile:
         with self.lock:
             if length == 0 and self.spool is None:
                 self.spool = self._new_spool()  # nothing to fetch: it is all going away
-            spool = self._load()
+            spool = self.load()
             os.ftruncate(spool.fileno(), length)
             self.attr = replace(self.attr, size=length)
             self._touch()
@@ -166,7 +166,7 @@ class OpenFile:
         with self.lock:
             if not self.dirty or self.unlinked:
                 return False
-            spool = self._load()
+            spool = self.load()
             spool.flush()
             size = os.fstat(spool.fileno()).st_size
             a = self.attr

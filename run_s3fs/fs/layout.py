@@ -206,27 +206,38 @@ def decode_attr(
         perm = DEFAULT_DIR_PERM if file_type == stat.S_IFDIR else DEFAULT_FILE_PERM
     else:
         perm = stat.S_IMODE(mode)
-    uid = parse_int(meta.get("uid"))
-    if uid is None:
-        uid = parse_int(meta.get("owner"))
-    gid = parse_int(meta.get("gid"))
-    if gid is None:
-        gid = parse_int(meta.get("group"))
+    uid = _first_int(meta, ("uid", "owner", "goog-reserved-posix-uid"))
+    gid = _first_int(meta, ("gid", "group", "goog-reserved-posix-gid"))
     lm_ns = int(last_modified.timestamp()) * NS if last_modified else 0
-    mtime = parse_time(meta.get("mtime"))
-    mtime = lm_ns if mtime is None else mtime
-    ctime = parse_time(meta.get("ctime"))
-    atime = parse_time(meta.get("atime"))
+    # As s3fs: a time counts only if its seconds are positive, else the next source.
+    mtime = _first_time(meta, ("mtime", "goog-reserved-file-mtime"))
+    ctime = _first_time(meta, ("ctime",))
+    atime = _first_time(meta, ("atime",))
     return Attr(
         mode=file_type | perm,
         size=0 if file_type == stat.S_IFDIR else size,
         uid=default_uid if uid is None else uid,
         gid=default_gid if gid is None else gid,
-        mtime_ns=mtime,
+        mtime_ns=lm_ns if mtime is None else mtime,
         ctime_ns=lm_ns if ctime is None else ctime,
         atime_ns=lm_ns if atime is None else atime,
         etag=etag,
     )
+
+
+def _first_int(meta: Mapping[str, str], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        if name in meta:
+            return parse_int(meta[name]) or 0
+    return None
+
+
+def _first_time(meta: Mapping[str, str], names: tuple[str, ...]) -> int | None:
+    for name in names:
+        ns = parse_time(meta.get(name))
+        if ns is not None and ns >= NS:
+            return ns
+    return None
 
 
 def implicit_dir_attr(uid: int, gid: int, mtime_ns: int = 0) -> Attr:

@@ -85,7 +85,9 @@ class S3Operations(mfusepy.Operations):
         self.root_attr = root_attr
         self.overrides = overrides
         self.stats = StatCache(stat_ttl, negative_ttl, max_stat_entries)
-        self.listings = ListingCache(stat_ttl)
+        # Listings answer "no such name" for lookups; kept as briefly as negative stat
+        # entries, so names other mounts create appear as soon. readdir always lists anew.
+        self.listings = ListingCache(negative_ttl)
         self.files = OpenFiles()
         self.heads = ThreadPoolExecutor(max_workers=head_threads, thread_name_prefix="s3-head")
         self.compat_dir = compat_dir
@@ -331,10 +333,8 @@ class S3Operations(mfusepy.Operations):
 
     def _read_dir(self, path: str) -> dict[str, DirEntry]:
         """The directory's entries; fills the stat cache with every entry's attributes
-        (HEADs in parallel), so `ls -l` and `find` cost one listing plus one HEAD round."""
-        cached = self.listings.get(path)
-        if cached is not None:
-            return self._with_local(path, cached)
+        (HEADs in parallel), so `ls -l` and `find` cost one listing plus one HEAD round.
+        Always a fresh listing: other mounts' new files show at the next `ls`."""
         prefix = self._dkey(path)
         listing = self.s3.list_dir(prefix)
         entries: dict[str, DirEntry] = {}
@@ -419,7 +419,6 @@ class S3Operations(mfusepy.Operations):
         self.s3.put(self._dkey(path), b"", meta, layout.DIR_CONTENT_TYPE)
         self._changed(path)
         self.stats.put(path, Attr(full_mode, 0, uid, gid, now, now, now))
-        self.listings.put(path, {})
         return 0
 
     def _exists(self, path: str) -> bool:
@@ -598,6 +597,9 @@ class S3Operations(mfusepy.Operations):
             raise fuse_error(errno.EISDIR)
         f = self.files.get(path)
         if f is not None:
+            # Open descriptors keep reading the data after the name is gone (POSIX).
+            with f.lock:
+                f.load()
             f.unlinked = True
             with self.files.lock:
                 if self.files.by_path.get(path) is f:
