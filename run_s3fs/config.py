@@ -525,7 +525,12 @@ class _Validator:
                 self.problem("S3FS_OPTIONS", f"sets {name}=: {_OWNED_OPTIONS[name]}")
                 continue
             if not re.fullmatch(r"[A-Za-z0-9_.-]+", name):
-                self.problem("S3FS_OPTIONS", f"option {number} has an odd name {name!r}")
+                # Not echoed: a pasted key would land here.
+                self.problem(
+                    "S3FS_OPTIONS",
+                    f"option {number} is not `name` or `name=value` (names are letters, digits,"
+                    " '_', '.' and '-')",
+                )
                 continue
             result.append(opt)
         return tuple(result)

@@ -126,7 +126,10 @@ def find_server(path: Path) -> tuple[int, str] | None:
             if arg and not arg.startswith("-")
         )
         if named and _holds_dev_fuse(info["pid"]):
-            return info["pid"], info.get("name") or "?"
+            name = info.get("name") or "?"
+            if "run_s3fs.fs" in cmdline:
+                name = f"{name} -m run_s3fs.fs"  # the bundled backend, not just "python3"
+            return info["pid"], name
     return None
 
 

@@ -279,6 +279,7 @@ def test_launch_execs_the_python_backend(launcher: Launcher, s3, bucket: str) ->
     cmdline = psutil.Process(proc.pid).cmdline()
     assert cmdline[1:3] == ["-m", "run_s3fs.fs"]
     assert "nonempty" not in " ".join(cmdline)  # FUSE 3 rejects it: dropped by the plan
+    assert "run_s3fs.fs" in (inspect(launcher.mountpoint).server_name or "")
     assert SECRET_KEY not in " ".join(cmdline) and ACCESS_KEY not in " ".join(cmdline)
     (launcher.mountpoint / "py.txt").write_text("via python")
     assert wait_for(lambda: _has_key(s3, bucket, "py.txt"), 10)

@@ -28,6 +28,7 @@ BAD_SECRET_COLON = "colon:SECRETVALUEdef0123456789abcdefghijk"
 BAD_ACCESS_COLON = "AKIA:COLONKEYVALUE12"
 BAD_ACCESS_HASH = "#AKIAHASHKEYVALUE123"
 URL_PASSWORD = "hunter2pAsSwOrD"
+PASTED_TOKEN = "FwoGZXIvYXdzEPASTEDtoken/+x"
 SECRETS = [
     ACCESS,
     SECRET,
@@ -39,6 +40,7 @@ SECRETS = [
     "COLONKEYVALUE12",
     "HASHKEYVALUE123",
     URL_PASSWORD,
+    PASTED_TOKEN,
 ]
 
 UNSET = None
@@ -145,6 +147,11 @@ CASES = [
         names=("S3FS_OPTIONS", "contains a key"),
     ),
     C("options-control", {"S3FS_OPTIONS": "uid=1\x01"}, names=("S3FS_OPTIONS", "control")),
+    C(
+        "options-pasted-token",
+        {"S3FS_OPTIONS": f"allow_other,{PASTED_TOKEN}"},
+        names=("S3FS_OPTIONS", "option 2"),
+    ),
     C("options-space", {"S3FS_OPTIONS": "uid=1 000"}, names=("S3FS_OPTIONS", "whitespace")),
     C("passwd-relative", {"S3FS_PASSWD_FILE": "passwd"}, names=("S3FS_PASSWD_FILE", "absolute")),
     C("passwd-comma", {"S3FS_PASSWD_FILE": "/tmp/a,b"}, names=("S3FS_PASSWD_FILE", "comma")),
