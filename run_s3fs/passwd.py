@@ -62,8 +62,8 @@ def _check_dir(directory: Path, private: bool) -> None:
     back to 0700 if it drifted).
     """
     try:
-        if private:
-            directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A missing directory is created private, whoever chose it.
+        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         st = os.lstat(directory)
     except OSError as exc:
         raise _refuse(directory, f"its directory cannot be created: {exc.strerror}") from None

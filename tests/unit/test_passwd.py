@@ -190,3 +190,10 @@ def test_default_name_differs_per_mountpoint(cfg) -> None:
 
     other = replace(cfg, mountpoint=Path("/srv/other"))
     assert passwd.default_path(cfg, {}, 0) != passwd.default_path(other, {}, 0)
+
+
+def test_missing_parent_of_chosen_path_is_created_private(tmp_path: Path, cfg, umask000) -> None:
+    path = tmp_path / "new" / "dir" / "passwd"
+    passwd.write(path, passwd.content(cfg))
+    assert stat.S_IMODE(os.stat(path.parent).st_mode) == 0o700
+    assert path.read_text() == f"{ACCESS}:{SECRET}\n"
