@@ -15,6 +15,7 @@ import errno
 import os
 import random
 import stat
+import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -715,6 +716,70 @@ def test_utime_keeps_nanoseconds(
     os.utime(f, ns=(mtime_ns, mtime_ns))
     assert os.stat(f).st_mtime_ns == mtime_ns
     assert os.stat(view.path / d.name / "precise").st_mtime_ns == mtime_ns
+
+
+def test_metadata_changes_on_an_open_file_being_written(
+    fs: FS, d: Path, view: Mount, request: pytest.FixtureRequest
+) -> None:
+    """s3fs's test_update_chmod_opened_file, and what `cp -p` does: fchmod, fchown and
+    futimens on the destination fd BEFORE close. The final upload must keep both the
+    data and the attributes set while the file was open."""
+    s3fs_quirk(
+        request,
+        fs.backend,
+        "chmod/chown/utime made while a file is open for writing are lost: the upload at"
+        " close writes the metadata the file had when it was opened",
+    )
+    f = d / "open-meta"
+    fd = os.open(f, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"before;")
+        os.chmod(f, 0o600)
+        os.write(fd, b"between;")
+        os.fchown(fd, 2345, 6789)
+        os.utime(fd, ns=(1_200_000_000_000_000_000, 1_200_000_000_000_000_000))
+    finally:
+        os.close(fd)
+    for root in (fs.root, view.path):
+        st = os.stat(root / d.name / "open-meta")
+        assert stat.S_IMODE(st.st_mode) == 0o600
+        assert (st.st_uid, st.st_gid) == (2345, 6789)
+        assert int(st.st_mtime) == 1_200_000_000
+        assert read(root / d.name / "open-meta") == b"before;between;"
+    assert fs.obj(f) == b"before;between;"
+
+
+def test_cp_preserve_and_cp_archive(
+    fs: FS, d: Path, tmp_path: Path, view: Mount, request: pytest.FixtureRequest
+) -> None:
+    """Real tools: `cp -a` of a local tree into the mount keeps bytes, modes, mtimes and
+    symlinks, and survives a remount."""
+    s3fs_quirk(
+        request,
+        fs.backend,
+        "`cp -a` loses modes and mtimes: it sets them on the open destination fd, and the"
+        " upload at close writes the metadata the file had when it was opened",
+    )
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_bytes(b"a" * 1000)
+    (src / "sub" / "b.bin").write_bytes(_rand(41, 200_000))
+    (src / "sub" / "c.sh").write_bytes(b"#!/bin/sh\n")
+    os.chmod(src / "sub" / "c.sh", 0o750)
+    os.symlink("sub/b.bin", src / "link")
+    os.utime(src / "a.txt", ns=(1_111_111_111_222_333_444, 1_111_111_111_222_333_444))
+    os.utime(src / "sub", (1_222_222_222, 1_222_222_222))
+    done = subprocess.run(["cp", "-a", str(src), str(d / "copy")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    for root in (fs.root, view.path):
+        copy = root / d.name / "copy"
+        for rel in ("a.txt", "sub/b.bin", "sub/c.sh"):
+            s_st, c_st = os.stat(src / rel), os.stat(copy / rel)
+            assert read(copy / rel) == read(src / rel)
+            assert c_st.st_mode == s_st.st_mode, rel
+            assert int(c_st.st_mtime) == int(s_st.st_mtime), rel
+        assert os.readlink(copy / "link") == "sub/b.bin"
+        assert int(os.stat(copy / "sub").st_mtime) == 1_222_222_222
 
 
 def test_chmod_keeps_content_type_and_body(fs: FS, d: Path) -> None:
