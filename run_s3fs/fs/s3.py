@@ -163,7 +163,7 @@ class S3:
             max_pool_connections=settings.pool_size,
             connect_timeout=settings.connect_timeout,
             read_timeout=settings.read_timeout,
-            retries={"mode": "standard", "max_attempts": settings.retries + 1},
+            retries={"mode": "standard", "total_max_attempts": settings.retries + 1},
             # S3-compatible services (older MinIO, Ceph, moto) choke on the default CRC
             # trailers; s3fs does not send them either.
             request_checksum_calculation="when_required",

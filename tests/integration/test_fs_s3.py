@@ -1,0 +1,235 @@
+"""The backend's S3 layer (run_s3fs.fs.s3) against the moto server: listings, transfers,
+copies, deletes, errors as errno, retries."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import io
+import os
+import random
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from conftest import ACCESS_KEY, SECRET_KEY
+from faultproxy import FaultProxy, FaultRates
+
+from run_s3fs.devserver import free_port
+from run_s3fs.fs.credentials import Credentials
+from run_s3fs.fs.s3 import S3, S3Error, S3Settings
+
+MIB = 1024 * 1024
+
+
+def make(url: str, bucket: str, **overrides) -> S3:
+    settings = dict(
+        bucket=bucket,
+        url=url,
+        region="us-east-1",
+        path_style=True,
+        retries=2,
+        connect_timeout=3,
+        read_timeout=10,
+        pool_size=16,
+        transfer_threads=4,
+        part_size=5 * MIB,
+        multipart_threshold=8 * MIB,
+    )
+    settings.update(overrides)
+    return S3(S3Settings(**settings), Credentials(ACCESS_KEY, SECRET_KEY, source="test"))
+
+
+@pytest.fixture
+def fs3(s3_server, bucket):
+    s3 = make(s3_server.url, bucket)
+    yield s3
+    s3.close()
+
+
+def test_head_put_get(fs3, s3, bucket):
+    etag = fs3.put("a b/ü+%#.txt", b"hello world", {"mode": "33188"}, "text/plain")
+    info = fs3.head("a b/ü+%#.txt")
+    assert info is not None and info.etag == etag
+    assert (info.size, info.content_type, info.metadata) == (11, "text/plain", {"mode": "33188"})
+    assert fs3.get_range("a b/ü+%#.txt", 6, 5) == b"world"
+    assert fs3.get_range("a b/ü+%#.txt", 6, 100) == b"world"  # short at the end
+    assert fs3.get_range("a b/ü+%#.txt", 11, 5) == b""  # at the end
+    assert fs3.head("missing") is None
+
+
+def test_missing_key_is_enoent(fs3):
+    with pytest.raises(S3Error) as e:
+        fs3.get_range("missing", 0, 10)
+    assert e.value.errno == errno.ENOENT
+
+
+def test_listing_pages_objects_and_prefixes(fs3, s3, bucket):
+    keys = [f"d/f{i:04d}" for i in range(250)] + [f"d/sub{i}/x" for i in range(30)] + ["d/"]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b"x"), keys))
+    listing = fs3.list_dir("d/", page_size=37)  # many pages, prefixes split across them
+    assert sorted(e.key for e in listing.files) == sorted(["d/", *keys[:250]])
+    assert sorted(listing.prefixes) == sorted(f"d/sub{i}/" for i in range(30))
+    assert all(e.size == 1 for e in listing.files if e.key != "d/")
+    assert len(list(fs3.iter_keys("d/", page_size=50))) == 281
+    assert [e.key for e in fs3.first_keys("d/", 2)] == ["d/", "d/f0000"]
+
+
+def test_listing_more_than_1000_keys_default_page(fs3, s3, bucket):
+    keys = [f"big/{i:05d}" for i in range(1100)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b""), keys))
+    assert len(fs3.list_dir("big/").files) == 1100
+
+
+def test_multipart_upload_parallel_parts(fs3, s3, bucket, tmp_path):
+    data = random.Random(7).randbytes(17 * MIB + 123)  # 4 parts of 5 MiB (last short)
+    path = tmp_path / "src"
+    path.write_bytes(data)
+    fs3.upload_file("big.bin", str(path), len(data), {"mode": "33188"}, "application/x-foo")
+    head = s3.head_object(Bucket=bucket, Key="big.bin")
+    assert head["ContentLength"] == len(data)
+    assert head["ETag"].strip('"').endswith("-4")  # really multipart
+    assert head["Metadata"] == {"mode": "33188"} and head["ContentType"] == "application/x-foo"
+    body = s3.get_object(Bucket=bucket, Key="big.bin")["Body"].read()
+    assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
+    out = tmp_path / "dst"
+    with open(out, "wb") as f:
+        fs3.download("big.bin", f, len(data))
+    assert out.read_bytes() == data
+
+
+def test_small_upload_is_single_put(fs3, s3, bucket, tmp_path):
+    path = tmp_path / "small"
+    path.write_bytes(b"abc")
+    fs3.upload_file("small", str(path), 3, {}, "text/plain")
+    assert "-" not in s3.head_object(Bucket=bucket, Key="small")["ETag"]
+
+
+def test_failed_multipart_upload_is_aborted(s3_server, s3, bucket, tmp_path):
+    data = os.urandom(11 * MIB)
+    path = tmp_path / "src"
+    path.write_bytes(data)
+    s3fs = make(s3_server.url, bucket)
+    try:
+        with pytest.raises(OSError):
+            # The file is shorter than claimed: the last part cannot be read → failure.
+            s3fs.upload_file("x.bin", str(path), 40 * MIB, {}, "text/plain")
+    finally:
+        s3fs.close()
+    assert s3.list_multipart_uploads(Bucket=bucket).get("Uploads", []) == []
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+def test_copy_replaces_metadata_keeps_content_type(fs3, s3, bucket):
+    s3.put_object(
+        Bucket=bucket, Key="f", Body=b"data", ContentType="image/png", Metadata={"a": "1"}
+    )
+    fs3.copy("f", "f", 4, {"mode": "33152"})
+    head = s3.head_object(Bucket=bucket, Key="f")
+    assert head["Metadata"] == {"mode": "33152"} and head["ContentType"] == "image/png"
+    fs3.copy("f", "g", 4)  # plain copy keeps everything
+    head = s3.head_object(Bucket=bucket, Key="g")
+    assert head["Metadata"] == {"mode": "33152"} and head["ContentType"] == "image/png"
+
+
+def test_multipart_copy_above_the_single_copy_limit(s3_server, s3, bucket):
+    data = os.urandom(12 * MIB)
+    s3.put_object(Bucket=bucket, Key="src", Body=data, Metadata={"mode": "33188"})
+    # A 5 MiB limit stands in for S3's 5 GiB: the 12 MiB object goes by UploadPartCopy.
+    fs3 = make(s3_server.url, bucket, singlepart_copy_limit=5 * MIB)
+    try:
+        fs3.copy("src", "dst", len(data), {"mode": "33261"}, "text/plain")
+    finally:
+        fs3.close()
+    head = s3.head_object(Bucket=bucket, Key="dst")
+    assert head["ETag"].strip('"').count("-") == 1
+    assert head["Metadata"] == {"mode": "33261"} and head["ContentType"] == "text/plain"
+    assert s3.get_object(Bucket=bucket, Key="dst")["Body"].read() == data
+
+
+def test_delete_and_delete_many(fs3, s3, bucket):
+    keys = [f"k{i}" for i in range(1203)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b""), keys))
+    fs3.delete("k0")
+    fs3.delete("never-existed")  # S3 semantics: not an error
+    fs3.delete_many(keys[1:])
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+
+
+def test_probe(fs3, s3_server):
+    fs3.probe()
+    missing = make(s3_server.url, "no-such-bucket-here")
+    try:
+        with pytest.raises(S3Error) as e:
+            missing.probe()
+        assert e.value.errno == errno.ENOENT and e.value.code == "NoSuchBucket"
+    finally:
+        missing.close()
+
+
+def test_unreachable_endpoint_is_eio(bucket):
+    dead = make(f"http://127.0.0.1:{free_port()}", bucket, retries=0, connect_timeout=1)
+    try:
+        with pytest.raises(S3Error) as e:
+            dead.head("x")
+        assert e.value.errno == errno.EIO
+        assert ACCESS_KEY not in str(e.value) and SECRET_KEY not in str(e.value)
+    finally:
+        dead.close()
+
+
+def test_errors_map_to_errno():
+    from botocore.exceptions import ClientError
+
+    from run_s3fs.fs.s3 import to_oserror
+
+    def client_error(code: str, status: int) -> ClientError:
+        return ClientError(
+            {
+                "Error": {"Code": code, "Message": "m"},
+                "ResponseMetadata": {"HTTPStatusCode": status},
+            },
+            "Op",
+        )
+
+    cases = {
+        ("NoSuchKey", 404): errno.ENOENT,
+        ("AccessDenied", 403): errno.EACCES,
+        ("InvalidAccessKeyId", 403): errno.EACCES,
+        ("SignatureDoesNotMatch", 403): errno.EACCES,
+        ("InternalError", 500): errno.EIO,
+        ("", 403): errno.EACCES,
+        ("", 404): errno.ENOENT,
+        ("Weird", 400): errno.EIO,
+    }
+    for (code, status), number in cases.items():
+        assert to_oserror(client_error(code, status), "op").errno == number, code
+
+
+def test_5xx_are_retried(s3_server, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="f", Body=b"payload")
+    proxy = FaultProxy(s3_server.url, FaultRates(error500=0.3, slowdown503=0.1), seed=3).start()
+    fs3 = make(proxy.url, bucket, retries=8)
+    try:
+        for i in range(6):
+            assert fs3.get_range("f", 0, 7) == b"payload"
+            fs3.put(f"p{i}", io.BytesIO(b"x" * 100), {}, "text/plain")
+        assert proxy.stats.error500 + proxy.stats.slowdown503 >= 2
+    finally:
+        fs3.close()
+        proxy.stop()
+
+
+def test_5xx_after_retries_is_eio(s3_server, bucket):
+    proxy = FaultProxy(s3_server.url, FaultRates(error500=1.0), seed=1).start()
+    fs3 = make(proxy.url, bucket, retries=1)
+    try:
+        with pytest.raises(S3Error) as e:
+            fs3.head("f")
+        assert e.value.errno == errno.EIO
+        assert proxy.stats.error500 == 2  # the first try and one retry
+    finally:
+        fs3.close()
+        proxy.stop()
