@@ -16,6 +16,7 @@ import stat
 import subprocess
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -318,6 +319,22 @@ def test_rename_implicit_directory_moves_every_key(area: Area) -> None:
     for rel, body in files.items():
         with open(area.path / ("p2/" + rel[2:]), "rb") as f:
             assert f.read() == body
+
+
+def test_rename_directory_of_more_than_one_listing_page(area: Area) -> None:
+    """Rename lists every key below the directory: past the 1,000-key page too."""
+    names = [f"sub{i % 3}/f{i:04d}" for i in range(1005)]
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda n: area.put(f"many/{n}", n.encode()), names))
+    os.rename(area.path / "many", area.path / "moved")
+    assert area.keys("many/") == []
+    assert [k for k in area.keys("moved/") if not k.endswith("/")] == sorted(
+        f"moved/{n}" for n in names
+    )
+    assert sorted(os.listdir(area.path / "moved")) == ["sub0", "sub1", "sub2"]
+    for n in (names[0], names[-1]):
+        with open(area.path / "moved" / n, "rb") as f:
+            assert f.read() == n.encode()
 
 
 def test_chmod_implicit_directory_persists(

@@ -547,6 +547,20 @@ def test_unlink_open_file_keeps_data_for_the_open_descriptor(fs: FS, d: Path) ->
     assert not fs.exists(f)
 
 
+def test_unlink_file_open_for_writing_is_not_recreated(fs: FS, d: Path) -> None:
+    f = d / "writer-unlinked.txt"
+    fd = os.open(f, os.O_CREAT | os.O_WRONLY, 0o644)
+    try:
+        os.write(fd, b"abc")
+        os.unlink(f)
+        os.write(fd, b"def")
+    finally:
+        os.close(fd)
+    assert not f.exists()
+    assert os.listdir(d) == []
+    assert not fs.exists(f)
+
+
 def test_mkdir_and_rmdir(fs: FS, d: Path) -> None:
     sub = d / "sub"
     os.mkdir(sub, 0o755)
@@ -649,6 +663,20 @@ def test_rename_empty_directory(fs: FS, d: Path) -> None:
     assert stat.S_IMODE(os.stat(d / "e2").st_mode) == 0o700
     assert fs.exists(d / "e2", directory=True)
     assert not fs.exists(d / "e1", directory=True)
+
+
+def test_rename_directory_over_directory(fs: FS, d: Path) -> None:
+    os.makedirs(d / "x1" / "inner")
+    os.mkdir(d / "x2")
+    os.rename(d / "x1", d / "x2")  # over an empty directory: replaced
+    assert os.listdir(d) == ["x2"]
+    assert os.listdir(d / "x2") == ["inner"]
+    assert fs.keys(d / "x1") == []
+    os.mkdir(d / "y1")
+    os.makedirs(d / "y2" / "child")
+    assert errno_of(os.rename, d / "y1", d / "y2") in (errno.ENOTEMPTY, errno.EEXIST)
+    assert os.listdir(d / "y2") == ["child"]
+    assert os.path.isdir(d / "y1")
 
 
 def test_rename_before_close(fs: FS, d: Path) -> None:
