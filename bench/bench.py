@@ -79,6 +79,7 @@ class Bench:
         self.mount_failures: dict[str, int] = {}
         self.dropped = True
         self.passwd = self.work / "passwd-s3fs"
+        self.load: list[float] = []  # 1-minute load average as each sample starts
 
     # --- setup and teardown -------------------------------------------------------------------
 
@@ -118,11 +119,16 @@ class Bench:
         return Monitor({"client": client_pid, "server": self.server.process.pid})
 
     @staticmethod
-    def _usage(mon: Monitor, wall: float) -> dict[str, float]:
+    def _usage(mon: Monitor, wall: float, client_is_self: bool = False) -> dict[str, float]:
+        server = mon.usage["server"].cpu_seconds
+        client = mon.usage["client"].cpu_seconds
+        own = 0.0 if client_is_self else mon.own_cpu
         return {
             "wall": wall,
-            "server_cpu": mon.usage["server"].cpu_seconds,
-            "client_cpu": mon.usage["client"].cpu_seconds,
+            "server_cpu": server,
+            "client_cpu": client,
+            "bench_cpu": own,
+            "other_cpu": max(0.0, mon.machine_busy - server - client - own),
             "peak_rss_mib": mon.usage["client"].peak_rss / bench_report.MIB,
         }
 
@@ -180,7 +186,7 @@ class Bench:
                 figures = {}
             wall = time.perf_counter() - t1
         sample["figures"].update(figures)
-        usage = self._usage(mon, wall)
+        usage = self._usage(mon, wall, client_is_self=True)
         usage.pop("peak_rss_mib")  # the benchmark's own memory, not a backend's
         sample["usage"][name] = usage
         say(f"direct {name:6} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
@@ -189,7 +195,9 @@ class Bench:
 
     def run(self) -> dict[str, Any]:
         for n in range(self.args.samples):
-            say(f"--- sample {n + 1}/{self.args.samples}")
+            wait_quiet(self.args.wait_quiet)
+            say(f"--- sample {n + 1}/{self.args.samples} (load average {load():.2f})")
+            self.load.append(load())
             self.run_direct(n)
             self.run_mounted(n)
         return self.results()
@@ -243,6 +251,7 @@ class Bench:
             "quick": self.args.quick,
             "sizes": self.sizes.as_dict(),
             "drop_caches": self.dropped,
+            "load_average": [round(x, 2) for x in self.load],
             "backends": self.available,
             "machine": bench_machine.describe(),
             "data_notes": [
@@ -265,6 +274,23 @@ class Bench:
 
 def new_sample(n: int) -> dict[str, Any]:
     return {"sample": n, "figures": {}, "usage": {}, "errors": []}
+
+
+def load() -> float:
+    return os.getloadavg()[0]
+
+
+QUIET_LOAD = 0.5
+
+
+def wait_quiet(seconds: float) -> None:
+    """Wait (up to `seconds`) for the machine to be idle: other work skews every figure."""
+    if seconds <= 0 or load() < QUIET_LOAD:
+        return
+    say(f"load average {load():.2f}: waiting up to {seconds:.0f}s for < {QUIET_LOAD}")
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and load() >= QUIET_LOAD:
+        time.sleep(5)
 
 
 def say(message: str) -> None:
@@ -299,6 +325,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--markdown",
         type=Path,
         help="where the Markdown goes (default bench/RESULTS.md for a full run, none for --quick)",
+    )
+    p.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0,
+        metavar="SECONDS",
+        help=f"before each sample, wait up to this long for the load average to drop "
+        f"below {QUIET_LOAD}",
     )
     p.add_argument("--render", type=Path, metavar="JSON", help="only re-render a saved run")
     args = p.parse_args(argv)

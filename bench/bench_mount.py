@@ -177,13 +177,18 @@ class Usage:
 class Monitor:
     """Samples the RSS of some processes in a thread and takes their CPU time at both ends.
 
-    RSS is summed over each process and its children (neither backend forks today, but a
-    helper process would count against the backend's footprint).
+    RSS is summed over each process and the children it has when the monitor starts
+    (neither backend forks today, but a helper process would count against its footprint).
+    Sampling is kept cheap: on two cores the monitor's own CPU would show in the figures.
     """
 
     pids: dict[str, int]
-    interval: float = 0.02
+    interval: float = 0.05
     usage: dict[str, Usage] = field(default_factory=dict)
+    # CPU seconds the whole machine was busy, and this process with its reaped children
+    # (`ls`, `find`): what is left over is load from elsewhere, which skews the figures.
+    machine_busy: float = 0.0
+    own_cpu: float = 0.0
 
     def __post_init__(self) -> None:
         self._procs = {}
@@ -193,16 +198,19 @@ class Monitor:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._cpu0: dict[str, float] = {}
+        self._children: dict[int, list[psutil.Process]] = {}
+        for proc in self._procs.values():
+            with contextlib.suppress(psutil.NoSuchProcess):
+                self._children[proc.pid] = proc.children(recursive=True)
 
     @staticmethod
     def _cpu(proc: psutil.Process) -> float:
         t = proc.cpu_times()
         return t.user + t.system
 
-    @staticmethod
-    def _rss(proc: psutil.Process) -> int:
+    def _rss(self, proc: psutil.Process) -> int:
         total = proc.memory_info().rss
-        for child in proc.children(recursive=True):
+        for child in self._children.get(proc.pid, []):
             with contextlib.suppress(psutil.NoSuchProcess):
                 total += child.memory_info().rss
         return total
@@ -220,7 +228,19 @@ class Monitor:
         while not self._stop.wait(self.interval):
             self._sample()
 
+    @staticmethod
+    def _machine_busy() -> float:
+        t = psutil.cpu_times()
+        return sum(t) - t.idle - getattr(t, "iowait", 0.0)
+
+    @staticmethod
+    def _own() -> float:
+        t = os.times()
+        return t.user + t.system + t.children_user + t.children_system
+
     def __enter__(self) -> Monitor:
+        self._busy0 = self._machine_busy()
+        self._own0 = self._own()
         for name, proc in self._procs.items():
             self.usage[name] = Usage()
             try:
@@ -238,6 +258,8 @@ class Monitor:
         for name, proc in self._procs.items():
             with contextlib.suppress(psutil.NoSuchProcess):
                 self.usage[name].cpu_seconds = self._cpu(proc) - self._cpu0[name]
+        self.machine_busy = self._machine_busy() - self._busy0
+        self.own_cpu = self._own() - self._own0
 
 
 def drop_caches() -> bool:

@@ -211,8 +211,9 @@ def goals_table(results: dict[str, Any]) -> list[str]:
 def usage_table(results: dict[str, Any]) -> list[str]:
     """Median CPU use per workload as a share of one core, for the server and the client side."""
     lines = [
-        "| workload | client | wall s | server (moto) CPU | client CPU |",
-        "|---|---|--:|--:|--:|",
+        "| workload | client | wall s | server (moto) CPU | client CPU | benchmark CPU "
+        "| other load |",
+        "|---|---|--:|--:|--:|--:|--:|",
     ]
     for name in ("python", "s3fs", "direct"):
         samples = results["raw"].get(name, [])
@@ -222,7 +223,12 @@ def usage_table(results: dict[str, Any]) -> list[str]:
             wall = median([r["wall"] for r in rows])
             server = median([r["server_cpu"] / r["wall"] for r in rows if r["wall"] > 0])
             client = median([r["client_cpu"] / r["wall"] for r in rows if r["wall"] > 0])
-            lines.append(f"| {w} | {name} | {fmt(wall)} | {_pct(server)} | {_pct(client)} |")
+            own = median([r.get("bench_cpu", 0) / r["wall"] for r in rows if r["wall"] > 0])
+            other = median([r.get("other_cpu", 0) / r["wall"] for r in rows if r["wall"] > 0])
+            lines.append(
+                f"| {w} | {name} | {fmt(wall)} | {_pct(server)} | {_pct(client)} "
+                f"| {_pct(own)} | {_pct(other)} |"
+            )
     return lines
 
 
@@ -240,7 +246,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         "backend, medians shown (min–max in brackets). Every sample is a fresh mount after "
         f"dropping the page cache ({'done' if results.get('drop_caches') else 'NOT permitted'}); "
         "the backends alternate. All clients talk to the same local S3 server (moto) in the "
-        "same run.",
+        "same run. 1-minute load average as each sample started: "
+        + (", ".join(f"{x:.2f}" for x in results.get("load_average", [])) or "not recorded")
+        + ".",
         "",
         "Ratios say how many times better python is: > 1 means python is better "
         "(throughputs: python ÷ other; times and memory: other ÷ python). ↑ higher is "
@@ -295,6 +303,7 @@ def render_markdown(results: dict[str, Any]) -> str:
     return "\n".join(out) + "\n"
 
 
+OTHER_LOAD = 0.2  # share of a core used by processes outside the benchmark
 SERVER_BOUND = 0.85  # moto is one Python process: near one full core is as fast as it goes
 
 
@@ -337,4 +346,16 @@ def server_notes(results: dict[str, Any]) -> list[str]:
                 + ", ".join(busy)
                 + ": there the server is the bottleneck, not the client"
             )
+    noisy = []
+    for name, samples in raw.items():
+        for s in samples:
+            for w, u in s.get("usage", {}).items():
+                if u["wall"] > 0 and u.get("other_cpu", 0) / u["wall"] >= OTHER_LOAD:
+                    noisy.append(f"{name} {w} #{s['sample']} ({u['other_cpu'] / u['wall']:.0%})")
+    if noisy:
+        notes.append(
+            "other processes on the machine used a noticeable share of a core during: "
+            + ", ".join(noisy)
+            + "; those samples are slower than a quiet machine would give"
+        )
     return notes
