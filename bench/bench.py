@@ -35,6 +35,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))  # run_s3fs.devserver, without needing an install
 
 import bench_machine  # noqa: E402
+import bench_profile  # noqa: E402
 import bench_report  # noqa: E402
 import bench_workloads as wl  # noqa: E402
 from bench_mount import (  # noqa: E402
@@ -62,6 +63,7 @@ MOTO_ENV = {"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1 << 30)}
 
 # Per-operation bounds (seconds); generous, they only stop a hung or pathological backend.
 TIMEOUTS = {"read": 300, "write": 300, "ls": 600, "find": 300, "create": 300}
+WORKLOADS = tuple(TIMEOUTS)
 
 
 class Bench:
@@ -154,9 +156,14 @@ class Bench:
         self.mount_failures[backend] = 0
         sample["figures"].setdefault("mount_ms", (time.perf_counter() - t0) * 1000)
         try:
+            profile = contextlib.nullcontext()
+            if self.args.profile and backend == "python":
+                out = RESULTS / "profile" / f"{name}-{sample['sample']}.txt"
+                profile = bench_profile.Profiler(mount.process.pid, out)
             with (
                 Watchdog(mount, TIMEOUTS[name]) as dog,
                 self._monitor(mount.process.pid) as mon,
+                profile,
             ):
                 t1 = time.perf_counter()
                 try:
@@ -173,6 +180,9 @@ class Bench:
                 sample["errors"].append(f"{name}: the {backend} process died during the test")
         finally:
             mount.stop()
+        if isinstance(profile, bench_profile.Profiler) and profile.out.exists():
+            summary = bench_profile.summarize(profile.out)
+            profile.out.with_suffix(".summary.txt").write_text(summary)
         say(f"{backend:6} {name:6} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
 
     def direct(self, sample: dict[str, Any], name: str, body: Callable[[], dict]) -> None:
@@ -204,10 +214,16 @@ class Bench:
 
     def run_direct(self, n: int) -> None:
         sizes, c, d = self.sizes, self.client, new_sample(n)
-        self.direct(d, "read", lambda: wl.direct_read(c, BUCKET, sizes, self.read_data))
-        self.direct(d, "write", lambda: wl.direct_write(c, BUCKET, f"d{n}", self.write_data))
-        self.direct(d, "ls", lambda: wl.direct_list(c, BUCKET, sizes))
-        self.direct(d, "create", lambda: wl.direct_create(c, BUCKET, f"d{n}", sizes))
+        jobs = {
+            "read": lambda: wl.direct_read(c, BUCKET, sizes, self.read_data),
+            "write": lambda: wl.direct_write(c, BUCKET, f"d{n}", self.write_data),
+            "ls": lambda: wl.direct_list(c, BUCKET, sizes),
+            "create": lambda: wl.direct_create(c, BUCKET, f"d{n}", sizes),
+        }
+        for name, job in jobs.items():
+            # `ls` also covers `find` (one listing of the tree)
+            if name in self.args.workloads or (name == "ls" and "find" in self.args.workloads):
+                self.direct(d, name, job)
         self.raw["direct"].append(d)
         self.cleanup()
 
@@ -225,7 +241,7 @@ class Bench:
                 "create": lambda m: wl.fs_create(m, tag, sizes),
             }[name]
 
-        for j, name in enumerate(("read", "write", "ls", "find", "create")):
+        for j, name in enumerate(self.args.workloads):
             order = list(self.args.backends)
             if (n + j) % 2:
                 order.reverse()  # alternate who goes first, so drift hits both alike
@@ -320,11 +336,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=",".join(BACKENDS),
         help="comma-separated subset of: " + ", ".join(BACKENDS),
     )
-    p.add_argument("--json", type=Path, help="where the JSON goes (default bench/results/)")
+    p.add_argument(
+        "--workloads",
+        default=",".join(WORKLOADS),
+        help="comma-separated subset of: " + ", ".join(WORKLOADS),
+    )
+    p.add_argument(
+        "--profile",
+        action="store_true",
+        help="attach py-spy to the python backend during each workload "
+        "(bench/results/profile/); its figures are then skewed",
+    )
+    p.add_argument(
+        "--json",
+        type=Path,
+        help="where the JSON goes (default bench/results/latest.json; partial.json for "
+        "--quick, --profile or a subset of workloads)",
+    )
     p.add_argument(
         "--markdown",
         type=Path,
-        help="where the Markdown goes (default bench/RESULTS.md for a full run, none for --quick)",
+        help="where the Markdown goes (default bench/RESULTS.md for a full run, else none)",
     )
     p.add_argument(
         "--wait-quiet",
@@ -340,13 +372,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     unknown = set(args.backends) - set(BACKENDS)
     if unknown:
         p.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
+    args.workloads = [w for w in WORKLOADS if w in args.workloads.split(",")]
+    if args.profile and not bench_profile.available():
+        p.error("--profile needs py-spy (pip install py-spy)")
     if args.samples is None:
         args.samples = 1 if args.quick else 3
     if args.samples < 1:
         p.error("--samples must be at least 1")
+    # Only a full, unprofiled run replaces latest.json and RESULTS.md.
+    partial = args.quick or args.profile or len(args.workloads) < len(WORKLOADS)
     if args.json is None:
-        args.json = RESULTS / ("quick.json" if args.quick else "latest.json")
-    if args.markdown is None and not args.quick:
+        args.json = RESULTS / ("partial.json" if partial else "latest.json")
+    if args.markdown is None and not partial:
         args.markdown = HERE / "RESULTS.md"
     return args
 
