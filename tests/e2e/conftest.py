@@ -43,16 +43,27 @@ def _load_root_conftest() -> Any:
     return sys.modules[name]
 
 
+def _is_fixture(obj: object) -> bool:
+    # Re-exporting a fixture would define it a second time for tests/e2e (a second
+    # session moto server, for one); pytest marks fixture functions in both ways below.
+    return type(obj).__name__ == "FixtureFunctionDefinition" or hasattr(
+        obj, "_pytestfixturefunction"
+    )
+
+
 _root = _load_root_conftest()
+# Every public helper of the root conftest, so that `from conftest import X` keeps
+# working in e2e modules whatever the root file adds later.
+for _name, _obj in vars(_root).items():
+    if not _name.startswith("_") and not _is_fixture(_obj) and _name not in globals():
+        globals()[_name] = _obj
+
+# Named again for readers and linters; these are the root conftest's objects.
 ACCESS_KEY: str = _root.ACCESS_KEY
 SECRET_KEY: str = _root.SECRET_KEY
 Mount = _root.Mount
-backend_argv = _root.backend_argv
 fuse_usable = _root.fuse_usable
-is_mounted = _root.is_mounted
 start_mount = _root.start_mount
-unmount = _root.unmount
-wait_for = _root.wait_for
 
 BACKENDS = ["s3fs", "python"]
 
