@@ -57,6 +57,7 @@ _root = _load_root_conftest()
 for _name, _obj in vars(_root).items():
     if not _name.startswith("_") and not _is_fixture(_obj) and _name not in globals():
         globals()[_name] = _obj
+del _name, _obj  # a leftover fixture object here would be registered as fixture `_obj`
 
 # Named again for readers and linters; these are the root conftest's objects.
 ACCESS_KEY: str = _root.ACCESS_KEY
