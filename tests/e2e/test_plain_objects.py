@@ -390,3 +390,53 @@ def test_subpath_mount_shows_only_its_prefix(
 
     whole = test_mounts.mount(backend, subpath_bucket, name="whole")
     assert sorted(os.listdir(whole.path)) == ["pre", "prefixnot", "top.txt"]
+
+
+# --- mount options that override what is shown -----------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("options", "shown"),
+    [
+        # s3fs's umask REPLACES the permission bits: 0777 & ~umask, for files and dirs alike
+        (["umask=0022"], {"plain.txt": 0o100755, "imp": 0o40755, "meta.txt": 0o100755}),
+        (["umask=077"], {"plain.txt": 0o100700, "imp": 0o40700, "meta.txt": 0o100700}),
+        (["uid=1000", "gid=1001"], {"plain.txt": 0o100640, "imp": 0o40750, "meta.txt": 0o100777}),
+    ],
+    ids=["umask-0022", "umask-077", "uid-gid"],
+)
+def test_mount_options_override_modes_and_owners(
+    area: Area, test_mounts: Mounts, options: list[str], shown: dict[str, int]
+) -> None:
+    area.put("plain.txt")
+    area.put("imp/x.txt")
+    area.put("meta.txt", Metadata={"mode": "33279", "uid": "5", "gid": "6"})
+    mount = test_mounts.mount(area.plain.backend, area.plain.bucket, options=options)
+    root = mount.path / area.key
+    owner = (1000, 1001) if "uid=1000" in options else None
+    for name, mode in shown.items():
+        st = os.stat(root / name)
+        assert oct(st.st_mode) == oct(mode), name
+        if owner:
+            assert (st.st_uid, st.st_gid) == owner, name
+    if not owner:
+        assert (os.stat(root / "meta.txt").st_uid, os.stat(root / "meta.txt").st_gid) == (5, 6)
+
+
+def test_read_only_mount(area: Area, test_mounts: Mounts) -> None:
+    area.put("file.txt", b"ro")
+    mount = test_mounts.mount(area.plain.backend, area.plain.bucket, options=["ro"])
+    root = mount.path / area.key
+    with open(root / "file.txt", "rb") as f:
+        assert f.read() == b"ro"
+    for attempt in (
+        lambda: os.open(root / "new.txt", os.O_CREAT | os.O_WRONLY, 0o644),
+        lambda: os.open(root / "file.txt", os.O_RDWR),
+        lambda: os.mkdir(root / "d"),
+        lambda: os.unlink(root / "file.txt"),
+        lambda: os.chmod(root / "file.txt", 0o600),
+    ):
+        with pytest.raises(OSError) as info:
+            attempt()
+        assert info.value.errno == errno.EROFS
+    assert area.keys() == ["file.txt"]
