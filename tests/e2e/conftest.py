@@ -162,7 +162,7 @@ def module_mounts(
 
 
 @pytest.fixture
-def test_mounts(
+def per_test_mounts(
     s3_server: S3Server, session_passwd: Path, tmp_path: Path, fuse_ok: None
 ) -> Iterator[Mounts]:
     """A Mounts factory whose mounts are stopped at the end of the test."""

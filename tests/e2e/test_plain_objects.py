@@ -247,7 +247,7 @@ def test_old_style_directory_removed_completely(area: Area) -> None:
 
 
 def test_chmod_old_style_directory(
-    plain: Plain, test_mounts: Mounts, request: pytest.FixtureRequest
+    plain: Plain, per_test_mounts: Mounts, request: pytest.FixtureRequest
 ) -> None:
     """s3fs's test_external_no_slash_directory_object. A mount of its own: s3fs 1.90 dies."""
     s3fs_quirk(
@@ -264,7 +264,7 @@ def test_chmod_old_style_directory(
         ContentType="application/x-directory",
         Metadata={"mode": "493"},
     )
-    mount = test_mounts.mount(plain.backend, plain.bucket, name="chmod-old")
+    mount = per_test_mounts.mount(plain.backend, plain.bucket, name="chmod-old")
     d = mount.path / key / "nsd"
     os.chmod(d, 0o700)
     assert os.stat(d).st_mode == stat.S_IFDIR | 0o700
@@ -338,12 +338,12 @@ def test_rename_directory_of_more_than_one_listing_page(area: Area) -> None:
 
 
 def test_chmod_implicit_directory_persists(
-    area: Area, test_mounts: Mounts, request: pytest.FixtureRequest
+    area: Area, per_test_mounts: Mounts, request: pytest.FixtureRequest
 ) -> None:
     area.put("imp/file.txt")
     os.chmod(area.path / "imp", 0o705)
     assert os.stat(area.path / "imp").st_mode == stat.S_IFDIR | 0o705
-    fresh = test_mounts.mount(area.plain.backend, area.plain.bucket, name="fresh")
+    fresh = per_test_mounts.mount(area.plain.backend, area.plain.bucket, name="fresh")
     assert os.stat(fresh.path / area.key / "imp").st_mode == stat.S_IFDIR | 0o705
     assert os.listdir(fresh.path / area.key / "imp") == ["file.txt"]
 
@@ -367,9 +367,9 @@ def subpath_bucket(s3c: Any) -> Iterator[str]:
 
 
 def test_subpath_mount_shows_only_its_prefix(
-    backend: str, subpath_bucket: str, test_mounts: Mounts, s3c: Any
+    backend: str, subpath_bucket: str, per_test_mounts: Mounts, s3c: Any
 ) -> None:
-    deep = test_mounts.mount(backend, f"{subpath_bucket}:/pre/fix", name="sub")
+    deep = per_test_mounts.mount(backend, f"{subpath_bucket}:/pre/fix", name="sub")
     assert sorted(os.listdir(deep.path)) == ["in.txt", "sub"]
     assert os.listdir(deep.path / "sub") == ["deep.txt"]
     with open(deep.path / "in.txt", "rb") as f:
@@ -384,11 +384,11 @@ def test_subpath_mount_shows_only_its_prefix(
         "pre/fix/sub/deep.txt",
     ]
 
-    upper = test_mounts.mount(backend, f"{subpath_bucket}:/pre", name="upper")
+    upper = per_test_mounts.mount(backend, f"{subpath_bucket}:/pre", name="upper")
     assert sorted(os.listdir(upper.path)) == ["fix", "fixnot.txt", "other.txt"]
     assert sorted(os.listdir(upper.path / "fix")) == ["in.txt", "nd", "new.txt", "sub"]
 
-    whole = test_mounts.mount(backend, subpath_bucket, name="whole")
+    whole = per_test_mounts.mount(backend, subpath_bucket, name="whole")
     assert sorted(os.listdir(whole.path)) == ["pre", "prefixnot", "top.txt"]
 
 
@@ -406,12 +406,12 @@ def test_subpath_mount_shows_only_its_prefix(
     ids=["umask-0022", "umask-077", "uid-gid"],
 )
 def test_mount_options_override_modes_and_owners(
-    area: Area, test_mounts: Mounts, options: list[str], shown: dict[str, int]
+    area: Area, per_test_mounts: Mounts, options: list[str], shown: dict[str, int]
 ) -> None:
     area.put("plain.txt")
     area.put("imp/x.txt")
     area.put("meta.txt", Metadata={"mode": "33279", "uid": "5", "gid": "6"})
-    mount = test_mounts.mount(area.plain.backend, area.plain.bucket, options=options)
+    mount = per_test_mounts.mount(area.plain.backend, area.plain.bucket, options=options)
     root = mount.path / area.key
     owner = (1000, 1001) if "uid=1000" in options else None
     for name, mode in shown.items():
@@ -423,9 +423,9 @@ def test_mount_options_override_modes_and_owners(
         assert (os.stat(root / "meta.txt").st_uid, os.stat(root / "meta.txt").st_gid) == (5, 6)
 
 
-def test_read_only_mount(area: Area, test_mounts: Mounts) -> None:
+def test_read_only_mount(area: Area, per_test_mounts: Mounts) -> None:
     area.put("file.txt", b"ro")
-    mount = test_mounts.mount(area.plain.backend, area.plain.bucket, options=["ro"])
+    mount = per_test_mounts.mount(area.plain.backend, area.plain.bucket, options=["ro"])
     root = mount.path / area.key
     with open(root / "file.txt", "rb") as f:
         assert f.read() == b"ro"
