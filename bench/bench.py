@@ -43,6 +43,7 @@ from bench_mount import (  # noqa: E402
     Monitor,
     Mount,
     MountError,
+    ServerLog,
     Watchdog,
     drop_caches,
     start_mount,
@@ -94,6 +95,7 @@ class Bench:
             f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
         self.server = start_moto(self.logs, MOTO_ENV)
         self.client = self.server.client(ACCESS_KEY, SECRET_KEY)
+        self.server_log = ServerLog(self.server.log)
         say(f"moto server at {self.server.url} (log: {self.server.log})")
         self.read_data = os.urandom(self.sizes.read_bytes)
         self.write_data = os.urandom(self.sizes.write_bytes)
@@ -165,6 +167,7 @@ class Bench:
                 self._monitor(mount.process.pid) as mon,
                 profile,
             ):
+                mark = self.server_log.mark()
                 t1 = time.perf_counter()
                 try:
                     figures = body(mnt)
@@ -176,6 +179,7 @@ class Bench:
                 wall = time.perf_counter() - t1
             sample["figures"].update(figures)
             sample["usage"][name] = self._usage(mon, wall)
+            sample["requests"][name] = self.server_log.count(mark, BUCKET)
             if not mount.alive():
                 sample["errors"].append(f"{name}: the {backend} process died during the test")
         finally:
@@ -188,6 +192,7 @@ class Bench:
     def direct(self, sample: dict[str, Any], name: str, body: Callable[[], dict]) -> None:
         self.dropped &= drop_caches()
         with self._monitor(os.getpid()) as mon:
+            mark = self.server_log.mark()
             t1 = time.perf_counter()
             try:
                 figures = body()
@@ -199,6 +204,7 @@ class Bench:
         usage = self._usage(mon, wall, client_is_self=True)
         usage.pop("peak_rss_mib")  # the benchmark's own memory, not a backend's
         sample["usage"][name] = usage
+        sample["requests"][name] = self.server_log.count(mark, BUCKET)
         say(f"direct {name:6} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
 
     # --- the run --------------------------------------------------------------------------------
@@ -289,7 +295,7 @@ class Bench:
 
 
 def new_sample(n: int) -> dict[str, Any]:
-    return {"sample": n, "figures": {}, "usage": {}, "errors": []}
+    return {"sample": n, "figures": {}, "usage": {}, "requests": {}, "errors": []}
 
 
 def load() -> float:

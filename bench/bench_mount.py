@@ -271,3 +271,39 @@ def drop_caches() -> bool:
     except OSError:
         return False
     return True
+
+
+class ServerLog:
+    """Counts the requests the S3 server logged since a mark, by kind (HEAD, GET, LIST…).
+
+    moto logs one line per request (`"HEAD /bucket/key HTTP/1.1" 200 -`): request counts
+    per workload say what each backend asked of the server, independent of its speed.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def mark(self) -> int:
+        return self.path.stat().st_size
+
+    def count(self, since: int, bucket: str) -> dict[str, int]:
+        with open(self.path, "rb") as f:
+            f.seek(since)
+            text = f.read().decode(errors="replace")
+        counts: dict[str, int] = {}
+        for line in text.splitlines():
+            try:
+                request = line.split('"')[1]
+                method, target, _ = request.split(" ")
+            except (IndexError, ValueError):
+                continue
+            kind = method
+            rest = target.split(f"/{bucket}", 1)[-1]
+            if method == "GET" and rest.split("?")[0] in ("", "/"):
+                kind = "LIST"
+            elif method == "POST" and "?delete" in rest:
+                kind = "DELETE"
+            elif method in ("PUT", "POST") and ("uploadId=" in rest or "?uploads" in rest):
+                kind = "MULTIPART"
+            counts[kind] = counts.get(kind, 0) + 1
+        return counts

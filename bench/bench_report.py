@@ -232,6 +232,31 @@ def usage_table(results: dict[str, Any]) -> list[str]:
     return lines
 
 
+REQUEST_KINDS = ("HEAD", "GET", "LIST", "PUT", "MULTIPART", "DELETE", "POST")
+
+
+def requests_table(results: dict[str, Any]) -> list[str]:
+    """Median requests each client made per workload, from the server's log."""
+    lines = [
+        "| workload | client | " + " | ".join(REQUEST_KINDS) + " | total |",
+        "|---|---|" + "--:|" * (len(REQUEST_KINDS) + 1),
+    ]
+    for w in ("read", "write", "ls", "find", "create"):
+        for name in ("python", "s3fs", "direct"):
+            samples = results["raw"].get(name, [])
+            rows = [s["requests"][w] for s in samples if w in s.get("requests", {})]
+            if not rows:
+                continue
+            cells = [median([r.get(k, 0) for r in rows]) for k in REQUEST_KINDS]
+            total = median([sum(r.values()) for r in rows])
+            lines.append(
+                f"| {w} | {name} | "
+                + " | ".join("" if not c else f"{c:,.0f}" for c in cells)
+                + f" | {total:,.0f} |"
+            )
+    return lines
+
+
 def _pct(value: float | None) -> str:
     return "—" if value is None else f"{value * 100:.0f}%"
 
@@ -282,6 +307,13 @@ def render_markdown(results: dict[str, Any]) -> str:
     out += goals_table(results)
     out += ["", "## Where the time goes (CPU as a share of one core, medians)", ""]
     out += usage_table(results)
+    out += ["", "## Requests per workload (from the server's log, medians)", ""]
+    out += [
+        "`ls` counts both `ls -l` runs; the direct client's `ls` row is its list, HEADs "
+        "and tree listing together.",
+        "",
+    ]
+    out += requests_table(results)
     out += ["", "## Notes", ""]
     out += [f"- {n}" for n in results.get("notes", [])]
     out += ["", "## Machine", ""]
