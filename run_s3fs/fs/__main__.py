@@ -131,6 +131,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result) -> 
     from run_s3fs.fs.layout import Overrides
     from run_s3fs.fs.ops import S3Operations
     from run_s3fs.fs.s3 import S3
+    from run_s3fs.fs.shutdown import GracefulStop
 
     s3 = S3(s3_settings(opts), creds)
     spool_dir = make_spool_dir(opts.tmpdir)
@@ -147,25 +148,24 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result) -> 
         compat_dir=opts.compat_dir,
         read_only=opts.read_only,
     )
+    stop = GracefulStop(ops.busy, opts.shutdown_grace)
+    ops.on_init = stop.session_started
     state = {"destroyed": False, "failures": 0}
     original_destroy = ops.destroy
 
     def destroy(path: str) -> None:
-        # libfuse has removed its signal handlers by now: a second SIGTERM must not kill
-        # us while the last uploads run.
-        def later(signum, frame):
-            log.warning("signal %d during the final uploads: finishing them first", signum)
-
-        signal.signal(signal.SIGTERM, later)
-        signal.signal(signal.SIGINT, later)
+        # The session is over; nothing may interrupt the last uploads now.
+        stop.ignore_further()
         log.info("unmounted; uploading what is still pending")
-        state["failures"] = ops.flush_all()
         original_destroy(path)
+        state["failures"] = ops.failures
         state["destroyed"] = True
 
     ops.destroy = destroy  # type: ignore[method-assign]
-    # SIGHUP: s3fs reopens its log; we have nothing to reopen, and libfuse would exit.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN)
+    stop.install()
+    # mfusepy resets SIGINT to the default around fuse_main, which would let libfuse
+    # take SIGINT over (an abrupt stop): keep ours.
+    mfusepy.signal = lambda signum, handler: signal.getsignal(signum)
     fuse_options = {
         "fsname": opts.fsname,
         "subtype": opts.subtype,

@@ -98,6 +98,11 @@ class S3Operations(mfusepy.Operations):
         self._dir_handles = 0
         self._seen_etags: dict[str, str] = {}  # path → ETag at last open (for keep_cache)
         self._lock = threading.Lock()
+        self.on_init: Any = None  # called with libfuse's `struct fuse *` once mounted
+        self.failures = 0  # files that could not be uploaded at unmount
+        # Handles opened for writing: only their flush uploads and reports failures (a
+        # reader's close must not fail because someone else's upload did).
+        self._writers: set[int] = set()
 
     # --- keys and attributes ----------------------------------------------------------
 
@@ -197,6 +202,8 @@ class S3Operations(mfusepy.Operations):
             config.negative_timeout = 0
             config.hard_remove = 1  # no .fuse_hidden files: an unlinked open file lives on locally
             config.use_ino = 0
+        if self.on_init is not None:
+            self.on_init(mfusepy._libfuse.fuse_get_context().contents.fuse)
         if conn is not None:
             conn.max_write = 1024 * 1024
             conn.max_read = 1024 * 1024
@@ -204,13 +211,17 @@ class S3Operations(mfusepy.Operations):
 
     def destroy(self, path: str) -> None:
         """Unmount: upload every file still holding unsaved data, then stop the pools."""
-        self.flush_all()
+        self.failures = self.flush_all()
         self.heads.shutdown(wait=True)
 
     def flush_all(self) -> int:
         """Upload everything pending (retrying what failed before). Returns the failures."""
         failures = 0
         for f in self.files.all():
+            if f.refs and f.dirty:
+                # Its writer was cut off by the unmount: keep what it wrote, as a local
+                # filesystem would.
+                log.warning("%s was still open for writing; uploading what was written", f.path)
             try:
                 f.flush()
             except OSError as e:
@@ -227,6 +238,10 @@ class S3Operations(mfusepy.Operations):
                     saved or "nowhere (lost)",
                 )
         return failures
+
+    def busy(self) -> bool:
+        """True while some file is open with data not yet uploaded."""
+        return any(f.refs and f.dirty and not f.unlinked for f in self.files.all())
 
     # --- attributes -------------------------------------------------------------------
 
@@ -486,6 +501,8 @@ class S3Operations(mfusepy.Operations):
         else:
             f, fh = self._open_file(path, attr, True)
         self._changed(path)
+        with self._lock:
+            self._writers.add(fh)
         if fi is not None:
             fi.fh = fh
         return 0
@@ -510,6 +527,9 @@ class S3Operations(mfusepy.Operations):
             f.truncate(0)
             self._changed(path)
         fi.fh = fh
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            with self._lock:
+                self._writers.add(fh)
         # Keep the kernel's page cache only if the object is unchanged since it was filled.
         with self._lock:
             etag = f.attr.etag
@@ -552,14 +572,20 @@ class S3Operations(mfusepy.Operations):
 
     @operation
     def flush(self, path: str, fi: Any) -> int:
-        f = self.files.handle(fi.fh)
-        if f.flush():
-            self._after_upload(f)
-        return 0
+        with self._lock:
+            if fi.fh not in self._writers:
+                return 0
+        return self._upload(fi.fh)
 
     @operation
     def fsync(self, path: str, datasync: int, fi: Any) -> int:
-        return self.flush(path, fi)
+        return self._upload(fi.fh)  # explicit: on any handle, as fsync on a local file
+
+    def _upload(self, fh: int) -> int:
+        f = self.files.handle(fh)
+        if f.flush():
+            self._after_upload(f)
+        return 0
 
     def _after_upload(self, f: OpenFile) -> None:
         self._changed(f.path)
@@ -573,6 +599,8 @@ class S3Operations(mfusepy.Operations):
         return 0
 
     def _release(self, fh: int) -> None:
+        with self._lock:
+            self._writers.discard(fh)
         f, last = self.files.drop_handle(fh)
         if not last:
             return

@@ -1,0 +1,335 @@
+"""The bundled backend mounted for real (FUSE) against the moto server: data integrity,
+names, foreign objects, request economy, no data loss when S3 fails, start-up failures
+and shutdown."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import random
+import signal
+import stat
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import ACCESS_KEY, SECRET_KEY, fuse_usable, is_mounted, start_mount
+from faultproxy import FaultProxy
+
+from run_s3fs.devserver import free_port
+
+MIB = 1024 * 1024
+
+
+@pytest.fixture(scope="module")
+def fuse_ok() -> None:
+    reason = fuse_usable()
+    if reason:
+        pytest.skip(reason)
+
+
+@pytest.fixture(scope="module")
+def pw(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("pw") / "passwd"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def shared(s3_server, pw, tmp_path_factory, fuse_ok):
+    """One bucket and one mount for the module's read/write tests."""
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"fs-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    mount = start_mount("python", s3_server, bucket, tmp_path_factory.mktemp("m") / "mnt", pw)
+    yield mount, client, bucket
+    assert mount.stop() == 0
+
+
+@pytest.fixture
+def d(shared) -> Path:
+    path = shared[0].path / f"t-{uuid.uuid4().hex[:8]}"
+    path.mkdir()
+    return path
+
+
+def key_of(shared, path: Path) -> str:
+    return str(path.relative_to(shared[0].path))
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+# --- names and content ------------------------------------------------------------------------
+
+
+NAMES = ["with space.txt", "ünïcödé-日本.txt", "plus+sign", "100%", "hash#tag", "what?", "a&b=c"]
+
+
+def test_awkward_names_are_keys_verbatim(shared, d):
+    _mount, client, bucket = shared
+    for name in NAMES:
+        (d / name).write_bytes(name.encode())
+    prefix = key_of(shared, d) + "/"
+    keys = {o["Key"] for o in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]}
+    assert keys == {prefix, *(prefix + n for n in NAMES)}
+    assert sorted(os.listdir(d)) == sorted(NAMES)
+    for name in NAMES:
+        assert (d / name).read_bytes() == name.encode()
+
+
+def test_40mb_file_is_multipart_and_byte_exact(shared, d, tmp_path, s3_server, pw):
+    _mount, client, bucket = shared
+    data = random.Random(40).randbytes(40 * MIB + 4321)
+    with open(d / "big.bin", "wb") as f:
+        for i in range(0, len(data), MIB):
+            f.write(data[i : i + MIB])
+    key = key_of(shared, d) + "/big.bin"
+    head = client.head_object(Bucket=bucket, Key=key)
+    assert head["ContentLength"] == len(data)
+    assert "-" in head["ETag"]  # multipart
+    assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o644)
+    assert sha(client.get_object(Bucket=bucket, Key=key)["Body"].read()) == sha(data)
+    # Read back through a second mount: nothing from this mount's page cache.
+    other = start_mount("python", s3_server, bucket, tmp_path / "other", pw)
+    try:
+        assert sha((other.path / key).read_bytes()) == sha(data)
+        with open(other.path / key, "rb") as f:  # random ranged reads
+            rng = random.Random(1)
+            for _ in range(50):
+                off = rng.randrange(len(data))
+                f.seek(off)
+                assert f.read(70_000) == data[off : off + 70_000]
+    finally:
+        assert other.stop() == 0
+
+
+def _apply_random_ops(path: Path, ref: Path, seed: int) -> None:
+    rng = random.Random(seed)
+    with open(path, "r+b") as f, open(ref, "r+b") as r:
+        for _ in range(60):
+            op = rng.choice(["write", "write", "append", "truncate", "sparse"])
+            size = os.fstat(r.fileno()).st_size
+            if op == "write":
+                off, blob = rng.randrange(size + 1), rng.randbytes(rng.randrange(1, 300_000))
+            elif op == "append":
+                off, blob = size, rng.randbytes(rng.randrange(1, 50_000))
+            elif op == "sparse":
+                off, blob = size + rng.randrange(1, 3 * MIB), b"tail"
+            else:
+                length = rng.randrange(0, size * 2 + 10)
+                f.truncate(length)
+                r.truncate(length)
+                continue
+            for fh in (f, r):
+                fh.seek(off)
+                fh.write(blob)
+
+
+@pytest.mark.parametrize("existing", [False, True])
+def test_random_writes_truncates_appends_match_a_local_file(shared, d, tmp_path, existing):
+    _mount, client, bucket = shared
+    ref = tmp_path / "ref"
+    start = random.Random(5).randbytes(2 * MIB) if existing else b""
+    ref.write_bytes(start)
+    key = key_of(shared, d) + "/rw.bin"
+    if existing:  # written by another tool: the first write must fetch it
+        client.put_object(Bucket=bucket, Key=key, Body=start)
+    else:
+        (d / "rw.bin").write_bytes(b"")
+    _apply_random_ops(d / "rw.bin", ref, seed=11 if existing else 12)
+    expected = ref.read_bytes()
+    assert os.stat(d / "rw.bin").st_size == len(expected)
+    assert sha((d / "rw.bin").read_bytes()) == sha(expected)
+    assert sha(client.get_object(Bucket=bucket, Key=key)["Body"].read()) == sha(expected)
+
+
+def test_append_mode_and_truncate_by_path(shared, d):
+    p = d / "log.txt"
+    p.write_bytes(b"one\n")
+    with open(p, "ab") as f:
+        f.write(b"two\n")
+    assert p.read_bytes() == b"one\ntwo\n"
+    os.truncate(p, 2)
+    assert p.read_bytes() == b"on"
+    os.truncate(p, 5)
+    assert p.read_bytes() == b"on\0\0\0"
+
+
+# --- objects from other tools -------------------------------------------------------------------
+
+
+def test_plain_objects_without_metadata_or_markers(shared, d):
+    _mount, client, bucket = shared
+    prefix = key_of(shared, d)
+    for k in ("top.txt", "a/b/c.txt", "a/b/d/e.txt", "x/y.txt"):
+        client.put_object(Bucket=bucket, Key=f"{prefix}/{k}", Body=k.encode())
+    assert sorted(os.listdir(d)) == ["a", "top.txt", "x"]
+    st = os.stat(d / "a")
+    assert stat.S_ISDIR(st.st_mode) and stat.S_IMODE(st.st_mode) == 0o750
+    assert (st.st_uid, st.st_gid) == (os.geteuid(), os.getegid())
+    assert stat.S_IMODE(os.stat(d / "top.txt").st_mode) == 0o640
+    found = sorted(str(p.relative_to(d)) for p in d.rglob("*"))
+    assert found == ["a", "a/b", "a/b/c.txt", "a/b/d", "a/b/d/e.txt", "top.txt", "x", "x/y.txt"]
+    assert (d / "a/b/d/e.txt").read_bytes() == b"a/b/d/e.txt"
+    with pytest.raises(OSError) as e:
+        os.rmdir(d / "a")
+    assert e.value.errno == errno.ENOTEMPTY
+
+
+# --- request economy ----------------------------------------------------------------------------
+
+
+def test_ls_l_costs_one_listing_and_parallel_heads(s3_server, pw, tmp_path, fuse_ok):
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"fs-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    for i in range(40):
+        client.put_object(
+            Bucket=bucket, Key=f"d/f{i:02d}", Body=b"x" * i, Metadata={"mode": "33188"}
+        )
+    proxy = FaultProxy(s3_server.url).start()
+    m = start_mount(
+        "python",
+        s3_server,
+        bucket,
+        tmp_path / "mnt",
+        pw,
+        [f"url={proxy.url}", "stat_cache_expire=60"],
+    )
+    try:
+        before = proxy.stats.requests
+        entries = {p.name: p.stat() for p in (m.path / "d").iterdir()}  # readdir + lstat each
+        first = proxy.stats.requests - before
+        assert len(entries) == 40
+        assert all(
+            stat.S_IMODE(s.st_mode) == 0o644 and s.st_size == int(n[1:]) for n, s in entries.items()
+        )
+        # lookup of d + one LIST + 40 HEADs; no HEAD per stat call on top
+        assert first <= 45, first
+        before = proxy.stats.requests
+        for p in (m.path / "d").iterdir():
+            p.stat()
+        assert proxy.stats.requests - before <= 2  # a fresh LIST, attributes from the cache
+    finally:
+        m.stop()
+        proxy.stop()
+
+
+# --- no data loss -------------------------------------------------------------------------------
+
+
+def test_failed_upload_is_an_error_at_close_and_is_retried(s3_server, pw, tmp_path, fuse_ok):
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"fs-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    proxy = FaultProxy(s3_server.url).start()
+    m = start_mount(
+        "python", s3_server, bucket, tmp_path / "mnt", pw,
+        [f"url={proxy.url}", "retries=1", "connect_timeout=2"],
+    )  # fmt: skip
+    try:
+        (m.path / "keep.txt").write_bytes(b"first")
+        f = open(m.path / "keep.txt", "wb")  # noqa: SIM115
+        proxy.down()
+        f.write(b"precious data")
+        with pytest.raises(OSError) as e:
+            f.close()  # FUSE flush: the upload fails → EIO to the writer
+        assert e.value.errno == errno.EIO
+        # The data is still here (pending), not lost:
+        assert (m.path / "keep.txt").read_bytes() == b"precious data"
+        proxy.up()
+        assert m.stop() == 0  # SIGTERM: pending uploads are retried before exit
+        body = client.get_object(Bucket=bucket, Key="keep.txt")["Body"].read()
+        assert body == b"precious data"
+        assert b"upload of /keep.txt failed" in m.log.read_bytes()
+    finally:
+        m.stop()
+        proxy.stop()
+
+
+def test_sigterm_during_upload_finishes_it(s3_server, pw, tmp_path, fuse_ok):
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"fs-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    m = start_mount("python", s3_server, bucket, tmp_path / "mnt", pw)
+    data = os.urandom(30 * MIB)
+    result: dict = {}
+
+    def writer() -> None:
+        try:
+            with open(m.path / "big", "wb") as f:
+                f.write(data)
+            result["ok"] = True
+        except OSError as e:
+            result["error"] = e
+
+    t = threading.Thread(target=writer)
+    t.start()
+    time.sleep(0.3)
+    m.process.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    m.process.send_signal(signal.SIGTERM)  # a second signal must not abandon anything
+    t.join(60)
+    assert m.process.wait(60) == 0
+    assert result.get("ok"), result
+    assert sha(client.get_object(Bucket=bucket, Key="big")["Body"].read()) == sha(data)
+    assert not is_mounted(m.path)
+
+
+# --- start-up failures --------------------------------------------------------------------------
+
+
+def run_backend(spec: str, mnt: Path, opts: str, timeout: float = 60):
+    mnt.mkdir(exist_ok=True)
+    started = time.monotonic()
+    r = subprocess.run(
+        [sys.executable, "-m", "run_s3fs.fs", spec, str(mnt), "-f", "-o", opts],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+    return r, time.monotonic() - started
+
+
+def test_missing_bucket_exits_before_mounting(s3_server, pw, tmp_path):
+    r, _ = run_backend("no-such-bucket-x", tmp_path / "m", f"passwd_file={pw},url={s3_server.url}")
+    assert r.returncode != 0
+    assert "no-such-bucket-x does not exist" in r.stderr and "Traceback" not in r.stderr
+    assert not is_mounted(tmp_path / "m")
+
+
+def test_unreachable_endpoint_exits_quickly(pw, tmp_path):
+    url = f"http://127.0.0.1:{free_port()}"
+    r, took = run_backend("b", tmp_path / "m", f"passwd_file={pw},url={url},use_path_request_style")
+    assert r.returncode != 0 and took < 30
+    assert "cannot reach" in r.stderr and "Traceback" not in r.stderr
+    assert ACCESS_KEY not in r.stderr + r.stdout and SECRET_KEY not in r.stderr + r.stdout
+
+
+def test_bad_passwd_file_permissions(s3_server, tmp_path):
+    p = tmp_path / "pw"
+    p.write_text(f"{ACCESS_KEY}:{SECRET_KEY}\n")
+    p.chmod(0o644)
+    r, _ = run_backend("b", tmp_path / "m", f"passwd_file={p},url={s3_server.url}")
+    assert r.returncode != 0 and "should not have others permissions" in r.stderr
+
+
+def test_mountpoint_not_a_directory(s3_server, pw, tmp_path):
+    f = tmp_path / "file"
+    f.write_text("")
+    r = subprocess.run(
+        [sys.executable, "-m", "run_s3fs.fs", "b", str(f), "-f", "-o", f"passwd_file={pw}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert r.returncode != 0 and "is not a directory" in r.stderr
