@@ -12,6 +12,7 @@ started mount of the same bucket: a new process has no cache, exactly like a rem
 from __future__ import annotations
 
 import errno
+import mmap
 import os
 import random
 import stat
@@ -523,6 +524,23 @@ def test_fsync_uploads_before_close(fs: FS, d: Path) -> None:
     finally:
         os.close(fd)
     assert fs.obj(f) == b"part one;part two"
+
+
+def test_shared_mmap_write_reaches_s3_on_msync(fs: FS, d: Path) -> None:
+    """Writes through a MAP_SHARED mapping arrive after close(fd); msync(MS_SYNC) must
+    still get them to S3 (it ends in FUSE write + fsync)."""
+    f = d / "mapped.bin"
+    write(f, b"a" * 10_000)
+    fd = os.open(f, os.O_RDWR)
+    mm = mmap.mmap(fd, 10_000)
+    os.close(fd)
+    try:
+        mm[100:105] = b"HELLO"
+        mm.flush()  # msync(MS_SYNC)
+        assert fs.obj(f)[98:107] == b"aaHELLOaa"
+    finally:
+        mm.close()
+    assert read(f) == b"a" * 100 + b"HELLO" + b"a" * 9895
 
 
 # --- unlink, mkdir, rmdir ---------------------------------------------------------------------
