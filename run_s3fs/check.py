@@ -555,7 +555,8 @@ def _client(cfg: config.Config, region: str | None = None) -> Any:
         config=BotoConfig(
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
-            retries={"mode": "standard", "max_attempts": 2},  # one retry
+            # total_max_attempts counts the first try (max_attempts would count retries)
+            retries={"mode": "standard", "total_max_attempts": 2},
             s3={"addressing_style": "path" if path_style else "auto"},
         ),
     )
@@ -720,16 +721,17 @@ def _explain_connection_error(e: BaseException, cfg: config.Config) -> Item:
             "endpoint", FAIL, f"{endpoint}: {value}", advice=advice, exit_code=EX_UNAVAILABLE
         )
 
-    if (
-        isinstance(e, SSLError)
-        or any(isinstance(x, ssl.SSLError) for x in chain)
-        or ("CERTIFICATE_VERIFY_FAILED" in text)
-    ):
+    if isinstance(e, SSLError) or any(isinstance(x, ssl.SSLError) for x in chain):
+        if "certificate" in text.lower():
+            return fail(
+                "TLS certificate not trusted",
+                "check S3FS_URL's host name; for a private CA install it system-wide "
+                "(and point AWS_CA_BUNDLE at it for this probe)",
+            )
         return fail(
-            "TLS/certificate error",
-            "the server's certificate is not trusted: "
-            "check S3FS_URL's host name, install the CA (AWS_CA_BUNDLE for the "
-            "probe), or use http:// for a local server",
+            "TLS handshake failed",
+            "the server did not speak TLS as expected: if it is a plain-HTTP endpoint "
+            "(a local server), write S3FS_URL with http://",
         )
     if any(isinstance(x, socket.gaierror) for x in chain) or (
         "Name or service not known" in text

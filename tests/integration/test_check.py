@@ -7,10 +7,15 @@ key, the buckets) has been created through moto's own API.
 
 from __future__ import annotations
 
+import http.server
 import json
 import os
+import shutil
+import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 import uuid
@@ -235,20 +240,69 @@ def test_wrong_region_names_the_right_one(s3_server: S3Server, s3, tmp_path: Pat
 
 def test_unreachable_endpoint_is_69_and_quick(tmp_path: Path) -> None:
     port = free_port()  # nothing listens on it once the probe socket is closed
-    env = {
-        "S3FS_BUCKET": "anything",
-        "S3FS_MOUNTPOINT": str(tmp_path / "mnt"),
-        "S3FS_ACCESSKEY": ACCESS_KEY,
-        "S3FS_SECRETKEY": SECRET_KEY,
-        "S3FS_URL": f"http://127.0.0.1:{port}",
-    }
-    result = run_check(env, tmp_path, "--json")
+    result = run_check(endpoint_only(f"http://127.0.0.1:{port}", tmp_path), tmp_path, "--json")
     assert result.code == 69, result.out
     assert result.seconds < 20
     bad = failed(result)
     assert list(bad) == ["endpoint"]
     assert "refused" in bad["endpoint"]["value"]
     assert "S3FS_URL" in bad["endpoint"]["advice"]
+
+
+def endpoint_only(url: str, tmp_path: Path) -> dict[str, str]:
+    return {
+        "S3FS_BUCKET": "anything",
+        "S3FS_MOUNTPOINT": str(tmp_path / "mnt"),
+        "S3FS_ACCESSKEY": ACCESS_KEY,
+        "S3FS_SECRETKEY": SECRET_KEY,
+        "S3FS_URL": url,
+    }
+
+
+def test_https_to_a_plain_http_server(s3_server: S3Server, tmp_path: Path) -> None:
+    result = run_check(endpoint_only(f"https://127.0.0.1:{s3_server.port}", tmp_path), tmp_path)
+    assert result.code == 69, result.out
+    assert "TLS handshake failed" in result.out and "http://" in result.out
+
+
+@pytest.fixture
+def self_signed_server(tmp_path: Path) -> Iterator[int]:
+    """An HTTPS server whose certificate nobody trusts; yields its port."""
+    if shutil.which("openssl") is None:
+        pytest.skip("openssl not installed")
+    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+         "-subj", "/CN=127.0.0.1", "-keyout", str(key), "-out", str(cert)],
+        check=True, capture_output=True,
+    )  # fmt: skip
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(cert, key)
+    httpd = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    httpd.socket = context.wrap_socket(httpd.socket, server_side=True)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield httpd.server_address[1]
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_untrusted_certificate(self_signed_server: int, tmp_path: Path) -> None:
+    result = run_check(endpoint_only(f"https://127.0.0.1:{self_signed_server}", tmp_path), tmp_path)
+    assert result.code == 69, result.out
+    assert "TLS certificate not trusted" in result.out
+
+
+def test_silent_endpoint_times_out_within_the_bound(tmp_path: Path) -> None:
+    # Accepts connections (the kernel's backlog does) and never answers.
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}"
+        result = run_check(endpoint_only(url, tmp_path), tmp_path, "--json")
+    assert result.code == 69, result.out
+    assert result.seconds < 20
+    assert "timed out" in failed(result)["endpoint"]["value"]
 
 
 def test_prefix_that_has_nothing_yet_warns(s3_server: S3Server, bucket: str, tmp_path: Path):
