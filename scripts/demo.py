@@ -31,7 +31,7 @@ from run_s3fs.devserver import S3Server, start_moto, stop_moto
 BUCKET = "demo-bucket"
 # Demo-only keys for the local server (it accepts any); shaped like AWS's (20/40 chars).
 ACCESS_KEY = "AKIADEMODEMODEMO0001"
-SECRET_KEY = "dEmOsEcReT/0123456789abcdefghijklmnopqr"
+SECRET_KEY = "dEmOsEcReT/0123456789abcdefghijklmnopqrs"
 EXISTING = {
     "README.txt": b"This bucket was filled by another tool, with no directory objects.\n",
     "reports/2024/q1.csv": b"month,revenue\njan,100\nfeb,120\nmar,130\n",
@@ -100,8 +100,11 @@ def tree(root: Path) -> str:
 
 def run_demo(backend: str, work: Path) -> None:
     mountpoint = work / "mnt"
+    # Only the demo's own settings: S3FS_* or AWS_* variables in the caller's shell
+    # would change what the demo shows.
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("S3FS_", "AWS_"))}
     env = {
-        **os.environ,
+        **inherited,
         "S3FS_BUCKET": BUCKET,
         "S3FS_MOUNTPOINT": str(mountpoint),
         "S3FS_ACCESSKEY": ACCESS_KEY,
@@ -150,7 +153,9 @@ def run_demo(backend: str, work: Path) -> None:
                 raise DemoFailed(f"no mount at {mountpoint} after {MOUNT_TIMEOUT:.0f} s")
             time.sleep(0.1)
         fstype = mount_type(mountpoint)
-        show(f"mounted {mountpoint} ({fstype}), daemon pid {daemon.pid}")
+        comm = Path(f"/proc/{daemon.pid}/comm").read_text().strip()
+        show(f"mounted {mountpoint} ({fstype}); the daemon is pid {daemon.pid} ({comm}):")
+        show("run-s3fs replaced itself with the backend, so supervisord watches the daemon")
 
         step(4, "list and read through the mount")
         show(f"$ find {mountpoint}   (the prefixes appear as directories)")
