@@ -85,6 +85,20 @@ def fill_bucket(server: S3Server) -> None:
     show("\n".join(keys), "     ")
 
 
+def remove_guard(mountpoint: Path) -> None:
+    """Take away the guard the launcher left on the mount point, so the directory can go."""
+    if not mountpoint.is_dir():
+        return
+    try:
+        from run_s3fs import guard
+    except ImportError:  # a launcher without guards left nothing to remove
+        return
+    try:
+        guard.remove(mountpoint)
+    except Exception as e:  # cleanup must go on; say what is left behind
+        print(f"could not remove the guard on {mountpoint}: {e}", file=sys.stderr)
+
+
 def tree(root: Path) -> str:
     lines = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -206,6 +220,12 @@ def run_demo(backend: str, work: Path) -> None:
         if status != 0 or still:
             raise DemoFailed("a SIGTERM must unmount and exit 0:\n" + log.read_text()[-2000:])
         daemon = None
+        try:
+            (mountpoint / "written-while-unmounted.txt").write_text("lost on the local disk\n")
+            show("the empty mount point still takes files (no guard on it)")
+        except OSError as e:
+            show(f"the empty mount point refuses files now ({e.strerror}): nothing an app")
+            show("writes while the mount is down can land on the local disk by mistake")
         print("\nDemo finished: everything worked.", flush=True)
     finally:
         if daemon is not None and daemon.poll() is None:
@@ -226,6 +246,7 @@ def run_demo(backend: str, work: Path) -> None:
                     == 0
                 ):
                     break
+        remove_guard(mountpoint)
         if server is not None:
             stop_moto(server)
 

@@ -47,6 +47,16 @@ def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
     return predicate()
 
 
+def remove_guard(mountpoint: Path) -> None:
+    """Take away the guard the launcher leaves on an unmounted mount point, if any."""
+    try:
+        from run_s3fs import guard
+    except ImportError:
+        return
+    if mountpoint.is_dir():
+        guard.remove(mountpoint)
+
+
 @dataclass
 class Supervisor:
     directory: Path
@@ -119,6 +129,8 @@ def supervise(tmp_path: Path, require_fuse: None) -> Iterator:
                 sup.process.wait()
         if mountpoint is not None and mounted_at(mountpoint):
             subprocess.run(["fusermount", "-uz", str(mountpoint)], capture_output=True)
+        if mountpoint is not None:
+            remove_guard(mountpoint)  # else pytest cannot delete its temporary directory
 
 
 def s3fs_variables(server: S3Server, bucket: str, tmp_path: Path) -> dict[str, str]:
