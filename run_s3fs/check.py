@@ -49,6 +49,7 @@ OPTIONAL = (
     "S3FS_OPTIONS",
     "S3FS_PASSWD_FILE",
     "S3FS_LOGLEVEL",
+    "S3FS_GUARD",
 )
 SECRET_VARIABLES = ("S3FS_ACCESSKEY", "S3FS_SECRETKEY")
 
@@ -181,6 +182,7 @@ def diagnose(
     _check_fuse(report, raw, cfg, backend)
     _check_mountpoint(report, raw, cfg)
     if cfg is not None:
+        _check_guard(report, cfg)
         _check_passwd_file(report, cfg)
     if cfg is None:
         report.add(Item("S3 bucket", SKIP, advice="not probed: fix the configuration first"))
@@ -464,6 +466,46 @@ def _check_mountpoint(
         )
     else:  # a state this module does not know yet: show it rather than guess
         report.add(Item("mountpoint", WARN, f"{path}: {kind}"))
+
+
+def _check_guard(report: Report, cfg: config.Config) -> None:
+    """Which guard a launch would put on the unmounted mount point, and which is there now."""
+    from run_s3fs import guard
+
+    path = cfg.mountpoint
+    source = cfg.sources.get("S3FS_GUARD", "default")
+    unmounted = path.is_dir() and mounts.find_mount(path) is None
+    present = guard.current(path) if unmounted else None
+    now = f"; now: {present}" if present else ("; now: none" if unmounted else "")
+    if cfg.guard == "off":
+        removal = f" (the {present} guard there now will be removed)" if present else ""
+        report.add(
+            Item(
+                "guard",
+                WARN,
+                f"off{removal}",
+                source,
+                advice="while nothing is mounted, files written into the mount point land on "
+                "the local disk; S3FS_GUARD=on prevents that",
+            )
+        )
+        return
+    kinds = list(guard.candidates(cfg.guard, guard.facts()))
+    if "immutable" in kinds and unmounted and not guard.flags_supported(path):
+        kinds.remove("immutable")  # this filesystem has no such flag
+    if not kinds:
+        report.add(
+            Item(
+                "guard",
+                WARN,
+                f"{cfg.guard}: no guard possible here{now}",
+                source,
+                advice="a launch warns and mounts unguarded: run as root (or with "
+                "CAP_LINUX_IMMUTABLE / CAP_SYS_ADMIN), or set S3FS_GUARD=on",
+            )
+        )
+        return
+    report.add(Item("guard", OK, f"{cfg.guard}: {guard.DESCRIPTION[kinds[0]]}{now}", source))
 
 
 def _check_passwd_file(report: Report, cfg: config.Config) -> None:

@@ -30,7 +30,8 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
     context_settings={"help_option_names": ["-h", "--help"]},
     epilog="Variables: S3FS_BUCKET, S3FS_MOUNTPOINT, S3FS_ACCESSKEY, S3FS_SECRETKEY "
     "(required); S3FS_ACCESSKEY_FILE, S3FS_SECRETKEY_FILE, S3FS_URL, S3FS_REGION, "
-    "S3FS_BACKEND, S3FS_OPTIONS, S3FS_PASSWD_FILE, S3FS_LOGLEVEL, S3FS_ENVIRONMENT_JSON. "
+    "S3FS_BACKEND, S3FS_OPTIONS, S3FS_PASSWD_FILE, S3FS_LOGLEVEL, S3FS_GUARD, "
+    "S3FS_ENVIRONMENT_JSON. "
     "Exit codes: 0 ok, 64 usage, 69 unavailable, 73 cannot create, 77 no permission, "
     "78 configuration.",
 )
@@ -124,6 +125,7 @@ def _print_dry_run(
         "S3FS_OPTIONS": ",".join(cfg.options),
         "S3FS_PASSWD_FILE": str(the_plan.passwd_path),
         "S3FS_LOGLEVEL": cfg.loglevel,
+        "S3FS_GUARD": cfg.guard,
     }
     out = ["run-s3fs --dry-run: nothing is written, mounted or executed", "configuration:"]
     width = max(len(name) for name in shown)
@@ -133,6 +135,11 @@ def _print_dry_run(
     version = backends.version(backend)
     out.append(f"backend: {backend.name} ({backend.executable}{', ' + version if version else ''})")
     out.append(f"mount point: {state.describe()}")
+    if state.kind in ("empty", "nonempty"):
+        from run_s3fs import guard
+
+        present = guard.current(cfg.mountpoint)
+        out.append(f"guard now: {guard.DESCRIPTION[present] if present else 'none'}")
     out.append("steps:")
     out.extend(f"  {i}. {step}" for i, step in enumerate(the_plan.steps, start=1))
     out.append(f"passwd file content: {the_plan.passwd_redacted}")

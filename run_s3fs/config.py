@@ -36,10 +36,13 @@ VARIABLES: dict[str, str] = {
     "S3FS_OPTIONS": "extra comma-separated mount options",
     "S3FS_PASSWD_FILE": "absolute path of the passwd file",
     "S3FS_LOGLEVEL": "debug | info | warning | error",
+    "S3FS_GUARD": "on | off | immutable | tmpfs | mode (guard the unmounted mount point)",
 }
 REQUIRED = ("S3FS_BUCKET", "S3FS_MOUNTPOINT")  # the keys are required too, with their _FILE forms
 BACKENDS = ("auto", "s3fs", "python")
 LOGLEVELS = ("debug", "info", "warning", "error")
+# on: the strongest guard this machine allows; off: none (and remove ours); or one kind only.
+GUARDS = ("on", "off", "immutable", "tmpfs", "mode")
 
 # Options the launcher sets itself (or that belong in their own variable): a second copy in
 # S3FS_OPTIONS would either conflict or, for passwd_file, point s3fs at unmanaged credentials.
@@ -96,6 +99,7 @@ class Config:
     options: tuple[str, ...] = ()  # extra -o options, already split on commas
     passwd_file: Path | None = None  # None = the private per-user default
     loglevel: str = "info"  # debug | info | warning | error
+    guard: str = "on"  # on | off | immutable | tmpfs | mode (see guard.py)
     # Where each variable's value came from, by variable name: "flag", "environment",
     # ".env (/path)", "environment.json (/path)", "S3FS_SECRETKEY_FILE (/path)", "default".
     sources: dict[str, str] = field(default_factory=dict, compare=False, hash=False)
@@ -644,6 +648,7 @@ def validate(raw: Mapping[str, Sourced]) -> Config:
     region = v.region()
     backend = v.choice("S3FS_BACKEND", BACKENDS, "auto")
     loglevel = v.choice("S3FS_LOGLEVEL", LOGLEVELS, "info")
+    guard = v.choice("S3FS_GUARD", GUARDS, "on")
     options = v.options([s for s in (access, secret) if s])
     passwd_file = v.passwd_file()
     if v.problems:
@@ -661,6 +666,7 @@ def validate(raw: Mapping[str, Sourced]) -> Config:
         options=options,
         passwd_file=passwd_file,
         loglevel=loglevel,
+        guard=guard,
         sources=v.sources,
         warnings=(*v.warnings, *_length_warnings(access, secret, v.sources)),
     )

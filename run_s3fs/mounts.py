@@ -24,6 +24,12 @@ from run_s3fs.errors import CantCreateError
 log = logging.getLogger("run-s3fs")
 
 MOUNTS_FILE = Path("/proc/self/mounts")
+# The source name of the read-only tmpfs the launcher may put under a mount as its guard
+# (see guard.py): part of the directory, not a mount in the way.
+GUARD_SOURCE = "run-s3fs-guard"
+# Directories the launcher creates for a mount point: traversable by the users of the mount,
+# writable by nobody else, whatever the umask.
+DIR_MODE = 0o755
 _DEAD = (errno.ENOTCONN, errno.ESTALE, errno.ECONNABORTED)
 
 
@@ -84,13 +90,15 @@ def mount_table(mounts_file: Path = MOUNTS_FILE) -> list[MountEntry]:
 
 
 def find_mount(path: Path) -> MountEntry | None:
-    """The topmost mount exactly at `path` (or at what it resolves to), if any."""
+    """The topmost mount exactly at `path` (or at what it resolves to), if any.
+
+    The launcher's own guard tmpfs does not count: it belongs to the directory."""
     targets = {str(path)}
     with contextlib.suppress(OSError):
         targets.add(os.path.realpath(path))
     found = None
     for entry in mount_table():
-        if entry.target in targets:
+        if entry.target in targets and entry.source != GUARD_SOURCE:
             found = entry  # later lines are mounted on top of earlier ones
     return found
 
@@ -205,13 +213,17 @@ def lazy_unmount(path: Path) -> None:
 
 
 def prepare(path: Path) -> None:
-    """Create the mount point (with parents) if it is missing."""
+    """Create the mount point (with parents) if it is missing, each new directory 0755."""
     if path.exists() and not path.is_dir():
         raise CantCreateError(
             f"S3FS_MOUNTPOINT {path} exists and is not a directory:"
             " remove it or choose another path"
         )
+    missing = [p for p in (path, *path.parents) if not p.exists()]
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        for directory in reversed(missing):
+            with contextlib.suppress(FileExistsError):  # made meanwhile by someone else
+                directory.mkdir(mode=DIR_MODE)
+                os.chmod(directory, DIR_MODE)  # mkdir's mode is narrowed by the umask
     except OSError as exc:
         raise CantCreateError(f"cannot create S3FS_MOUNTPOINT {path}: {exc.strerror}") from None

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
 
-from run_s3fs import mounts, passwd
+from run_s3fs import guard, mounts, passwd
 from run_s3fs.backends import Backend
 from run_s3fs.config import Config, Secret
 from run_s3fs.errors import CantCreateError, UnavailableError
@@ -60,6 +60,8 @@ class Plan:
     unmount_first: bool = False  # a dead mount is in the way
     mkdir: bool = False
     allow_nonempty: bool = False
+    guard: str = "on"  # S3FS_GUARD
+    guard_kinds: tuple[str, ...] = ()  # the guards to try, strongest first
 
     def command_line(self) -> str:
         return shlex.join(self.argv)
@@ -139,8 +141,12 @@ def make_plan(
     state: MountpointState,
     environ: Mapping[str, str],
     euid: int | None = None,
+    guard_facts: guard.Facts | None = None,
 ) -> Plan:
-    """Decide everything; raises CantCreateError if the mount point cannot be used."""
+    """Decide everything; raises CantCreateError if the mount point cannot be used.
+
+    `euid` and `guard_facts` default to this process's.
+    """
     allow_nonempty = "nonempty" in config.option_names()
     check_state(state, allow_nonempty)
     euid = os.geteuid() if euid is None else euid
@@ -158,11 +164,13 @@ def make_plan(
         "-o",
         ",".join(mount_options(config, backend, passwd_path)),
     ]
+    guard_kinds = guard.candidates(config.guard, guard_facts or guard.facts())
     steps = []
     if state.kind == "stale":
         steps.append(f"lazily unmount the dead mount at {config.mountpoint}")
     if state.kind == "missing":
-        steps.append(f"create the mount point {config.mountpoint} (with parents)")
+        steps.append(f"create the mount point {config.mountpoint} (with parents, mode 0755)")
+    steps.append(guard.plan_step(config.guard, guard_kinds, config.mountpoint))
     steps.append(f"write the passwd file {passwd_path} (mode 0600) unless it is unchanged")
     steps.append(f"exec {backend.name} in the foreground: {shlex.join(argv)}")
     return Plan(
@@ -177,6 +185,8 @@ def make_plan(
         unmount_first=state.kind == "stale",
         mkdir=state.kind in ("missing", "stale"),
         allow_nonempty=allow_nonempty,
+        guard=config.guard,
+        guard_kinds=guard_kinds,
     )
 
 
@@ -189,6 +199,11 @@ def execute(plan: Plan) -> NoReturn:
     if plan.mkdir and not plan.mountpoint.is_dir():
         mounts.prepare(plan.mountpoint)
         log.info("created the mount point %s", plan.mountpoint)
+    if plan.guard == "off":
+        guard.remove(plan.mountpoint)
+        kind = None
+    else:
+        kind = guard.apply(plan.mountpoint, plan.guard_kinds, plan.guard)  # warns if it cannot
     if passwd.write(plan.passwd_path, plan.passwd_content, plan.passwd_private_dir):
         log.info("wrote the passwd file %s", plan.passwd_path)
     else:
@@ -196,6 +211,9 @@ def execute(plan: Plan) -> NoReturn:
     log.info("exec %s", plan.command_line())  # argv carries no key: passwd_file only
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
+    if kind == "mode":
+        # fusermount wants a writable mount point; a helper puts 0555 back under the mount.
+        guard.lift_for_mount(plan.mountpoint, os.getpid(), dict(plan.env))
     try:
         os.execvpe(plan.argv[0], list(plan.argv), dict(plan.env))
     except OSError as exc:
