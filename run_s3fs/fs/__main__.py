@@ -81,7 +81,7 @@ def s3_settings(opts: Options, probe: bool = False):
         retries=min(opts.retries, 1) if probe else opts.retries,
         connect_timeout=min(opts.connect_timeout, 10) if probe else opts.connect_timeout,
         read_timeout=min(opts.readwrite_timeout, 20) if probe else opts.readwrite_timeout,
-        pool_size=opts.max_thread_count + 2 * threads + 4,
+        pool_size=opts.max_thread_count + opts.multireq_max + 2 * threads + 4,
         transfer_threads=threads,
         part_size=opts.multipart_size,
         multipart_threshold=opts.multipart_threshold,
@@ -144,7 +144,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result) -> 
         stat_ttl=opts.stat_cache_expire,
         negative_ttl=min(opts.stat_cache_expire, 2.0),
         max_stat_entries=opts.max_stat_cache_size,
-        head_threads=opts.max_thread_count,
+        head_threads=opts.multireq_max,
         compat_dir=opts.compat_dir,
         read_only=opts.read_only,
     )
@@ -171,6 +171,9 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result) -> 
         "subtype": opts.subtype,
         "default_permissions": True,
         "max_read": 1024 * 1024,
+        "max_threads": max(opts.max_thread_count, 2),
+        # libfuse 3.14's default (-1) makes it log a bogus "Ignoring invalid max threads".
+        "max_idle_threads": max(opts.max_thread_count, 2),
     }
     if opts.allow_other:
         fuse_options["allow_other"] = True

@@ -111,3 +111,38 @@ class ListingCache:
         with self._lock:
             for p in [p for p in self._entries if p == path or p.startswith(below)]:
                 del self._entries[p]
+
+
+class ObjectAttrCache:
+    """Key → (ETag, Last-Modified second, Attr), no expiry, LRU-bounded.
+
+    An object's headers change only with its ETag (content) or its Last-Modified (a
+    metadata-replacing copy bumps it), so a listing entry carrying the same pair proves
+    the cached attributes still hold: a re-listed directory needs no HEAD per entry.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self.max_entries = max(1, max_entries)
+        self._entries: OrderedDict[str, tuple[str, int, Attr]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: str, etag: str, modified: int) -> Attr | None:
+        with self._lock:
+            entry = self._entries.get(key)
+            if entry is None or entry[0] != etag or entry[1] != modified or not etag:
+                return None
+            self._entries.move_to_end(key)
+            return entry[2]
+
+    def put(self, key: str, etag: str, modified: int, attr: Attr) -> None:
+        if not etag:
+            return
+        with self._lock:
+            self._entries[key] = (etag, modified, attr)
+            self._entries.move_to_end(key)
+            while len(self._entries) > self.max_entries:
+                self._entries.popitem(last=False)
+
+    def invalidate(self, key: str) -> None:
+        with self._lock:
+            self._entries.pop(key, None)

@@ -19,6 +19,7 @@ import stat
 import tempfile
 import threading
 import time
+from concurrent.futures import Future
 from dataclasses import replace
 from typing import BinaryIO
 
@@ -29,9 +30,9 @@ from run_s3fs.fs.s3 import S3, S3Error
 log = logging.getLogger("run_s3fs.fs.files")
 
 MIB = 1024 * 1024
-READAHEAD_START = 1 * MIB
-READAHEAD_MAX = 16 * MIB
-READAHEAD_CHUNK = 4 * MIB  # ranges fetched in parallel once the window is this large
+BLOCK = 8 * MIB  # the unit of ranged GETs for sequential reads (AWS advises 8–16 MB)
+READAHEAD_MAX = 24 * MIB  # the most fetched ahead of a sequential reader
+RANDOM_READ = 1 * MIB  # the least fetched for a read after a seek
 
 
 def make_spool_dir(base: str | None) -> str:
@@ -64,10 +65,11 @@ class OpenFile:
         self.dirty = new  # a created file must reach S3 even if nothing is written
         self.unlinked = False
         self.times_set = False  # utimens while dirty: keep those times at upload
-        self._ra_start = 0
-        self._ra_data = b""
-        self._ra_window = READAHEAD_START
-        self._ra_next = -1
+        self._blocks: dict[int, Future[bytes]] = {}
+        self._ahead = 0  # blocks fetched beyond the one being read
+        self._stream_pos = 0  # where the sequential reader is
+        self._last_end = 0  # where the previous read ended
+        self._random: tuple[int, bytes] = (0, b"")  # the last seek's data
         if new:
             self.spool = self._new_spool()
 
@@ -80,32 +82,65 @@ class OpenFile:
             end = min(offset + size, self.attr.size)
             if offset >= end:
                 return b""
-            ra_end = self._ra_start + len(self._ra_data)
-            if self._ra_start <= offset and end <= ra_end:
-                self._ra_next = end
-                return self._ra_data[offset - self._ra_start : end - self._ra_start]
-            # Sequential access grows the window; a seek starts over small.
-            if offset == self._ra_next:
-                self._ra_window = min(self._ra_window * 2, READAHEAD_MAX)
-            else:
-                self._ra_window = READAHEAD_START
-            length = min(max(end - offset, self._ra_window), self.attr.size - offset)
-            self._ra_data = self._fetch(offset, length)
-            self._ra_start = offset
-            self._ra_next = end
-            return self._ra_data[: end - offset]
+            return self._read_remote(offset, end)
 
-    def _fetch(self, offset: int, length: int) -> bytes:
-        if length <= READAHEAD_CHUNK:
-            return self.s3.get_range(self.key, offset, length)
-        starts = range(offset, offset + length, READAHEAD_CHUNK)
-        futures = [
-            self.s3.transfers.submit(
-                self.s3.get_range, self.key, s, min(READAHEAD_CHUNK, offset + length - s)
-            )
-            for s in starts
-        ]
-        return b"".join(f.result() for f in futures)
+    def _read_remote(self, offset: int, end: int) -> bytes:
+        """Bytes [offset, end) of the object.
+
+        A sequential reader is served from blocks fetched ahead, in parallel and in the
+        background, in a window that doubles up to READAHEAD_MAX. The kernel sends a
+        stream's reads from several threads at once, slightly out of order, so "near
+        the stream's position" counts as sequential. Other reads are one ranged GET
+        each and leave the stream alone. Memory per open file stays within the window.
+        """
+        near = abs(offset - self._stream_pos) <= 2 * BLOCK
+        start, buffered = self._random
+        if start <= offset and end <= start + len(buffered):
+            self._last_end = end
+            return buffered[offset - start : end - start]
+        if not near and offset != self._last_end:
+            # A seek: one GET, a little larger than asked, since the kernel splits one
+            # read(2) into several requests and the rest of them will follow.
+            length = min(max(end - offset, RANDOM_READ), self.attr.size - offset)
+            self._random = (offset, self.s3.get_range(self.key, offset, length))
+            self._last_end = end
+            return self._random[1][: end - offset]
+        if not near:  # a new stream starts where the previous read ended
+            self._drop_readahead()
+            self._stream_pos = offset
+        self._last_end = end
+        first, last = offset // BLOCK, (end - 1) // BLOCK
+        if last + self._ahead not in self._blocks:
+            self._ahead = min(max(self._ahead * 2, 1), READAHEAD_MAX // BLOCK)
+        final = (self.attr.size - 1) // BLOCK
+        for number in [n for n in self._blocks if n < first - 1]:
+            self._blocks.pop(number).cancel()
+        for number in range(first, min(last + self._ahead, final) + 1):
+            if number not in self._blocks:
+                start = number * BLOCK
+                length = min(BLOCK, self.attr.size - start)
+                self._blocks[number] = self.s3.transfers.submit(
+                    self.s3.get_range, self.key, start, length
+                )
+        self._stream_pos = max(self._stream_pos, end)
+        parts = []
+        for number in range(first, last + 1):
+            try:
+                block = self._blocks[number].result()
+            except BaseException:
+                self._blocks.pop(number, None)  # not kept: the next read tries again
+                raise
+            lo = max(offset - number * BLOCK, 0)
+            hi = min(end - number * BLOCK, BLOCK)
+            parts.append(block[lo:hi])
+        return b"".join(parts)
+
+    def _drop_readahead(self) -> None:
+        for future in self._blocks.values():
+            future.cancel()
+        self._blocks.clear()
+        self._ahead = 0
+        self._random = (0, b"")
 
     # --- writing ----------------------------------------------------------------------
 
@@ -125,7 +160,7 @@ class OpenFile:
                 spool.close()
                 raise
             self.spool = spool
-            self._ra_data = b""
+            self._drop_readahead()
         return self.spool
 
     def _touch(self) -> None:
@@ -188,7 +223,7 @@ class OpenFile:
             if self.spool is not None:
                 self.spool.close()
                 self.spool = None
-            self._ra_data = b""
+            self._drop_readahead()
 
     def save_unsaved(self) -> str | None:
         """Last resort at unmount: copy pending content next to the spool dir, say where."""

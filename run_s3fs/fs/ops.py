@@ -17,12 +17,13 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from datetime import datetime
 from typing import Any
 
 import mfusepy
 
 from run_s3fs.fs import layout
-from run_s3fs.fs.cache import MISSING, DirEntry, ListingCache, StatCache
+from run_s3fs.fs.cache import MISSING, DirEntry, ListingCache, ObjectAttrCache, StatCache
 from run_s3fs.fs.files import OpenFile, OpenFiles
 from run_s3fs.fs.layout import Attr, Overrides
 from run_s3fs.fs.s3 import S3, ObjectInfo
@@ -33,6 +34,10 @@ UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+
+
+def _seconds(when: datetime | None) -> int:
+    return int(when.timestamp()) if when else 0
 
 
 def fuse_error(number: int) -> OSError:
@@ -88,6 +93,7 @@ class S3Operations(mfusepy.Operations):
         # Listings answer "no such name" for lookups; kept as briefly as negative stat
         # entries, so names other mounts create appear as soon. readdir always lists anew.
         self.listings = ListingCache(negative_ttl)
+        self.objects = ObjectAttrCache(max_stat_entries)
         self.files = OpenFiles()
         self.heads = ThreadPoolExecutor(max_workers=head_threads, thread_name_prefix="s3-head")
         self.compat_dir = compat_dir
@@ -117,7 +123,7 @@ class S3Operations(mfusepy.Operations):
         return uid, gid
 
     def _decode(self, info: ObjectInfo) -> Attr:
-        return layout.decode_attr(
+        attr = layout.decode_attr(
             info.key,
             info.metadata,
             info.content_type,
@@ -127,6 +133,8 @@ class S3Operations(mfusepy.Operations):
             self.gid,
             info.etag,
         )
+        self.objects.put(info.key, info.etag, _seconds(info.last_modified), attr)
+        return attr
 
     def _fetch_attr(self, path: str) -> Attr | None:
         """Ask S3 what `path` is: a file/symlink/dir object, a dir marker, an implicit
@@ -186,6 +194,8 @@ class S3Operations(mfusepy.Operations):
         """Our own write to `path`: forget what we knew about it and its parent's listing."""
         self.stats.invalidate(path)
         self.listings.invalidate_parent(path)
+        self.objects.invalidate(self._key(path))
+        self.objects.invalidate(self._dkey(path))
 
     def _check_writable(self) -> None:
         if self.read_only:
@@ -292,7 +302,7 @@ class S3Operations(mfusepy.Operations):
             self.s3.copy(key, key, attr.size, meta)
         if f is not None:
             f.attr = replace(new, size=f.attr.size)
-        self.stats.invalidate(path)
+        self._changed(path)
         self.stats.put(path, replace(new, etag=""))
 
     @operation
@@ -354,6 +364,7 @@ class S3Operations(mfusepy.Operations):
         listing = self.s3.list_dir(prefix)
         entries: dict[str, DirEntry] = {}
         todo: list[tuple[str, str, bool]] = []  # (name, key, from a common prefix)
+        known: dict[str, Attr] = {}  # unchanged objects whose attributes we have
         for item in listing.files:
             name = layout.child_name(item.key, prefix)
             if name is None:
@@ -364,8 +375,13 @@ class S3Operations(mfusepy.Operations):
                     if base:
                         entries.setdefault(base, DirEntry(base, True))
                 continue
-            entries[name] = DirEntry(name, False)
-            todo.append((name, item.key, False))
+            attr = self.objects.get(item.key, item.etag, _seconds(item.last_modified))
+            if attr is not None:
+                known[name] = attr
+                entries[name] = DirEntry(name, attr.is_dir)
+            else:
+                entries[name] = DirEntry(name, False)
+                todo.append((name, item.key, False))
         for common in listing.prefixes:
             name = layout.child_name(common, prefix)
             if name is None:
@@ -375,6 +391,9 @@ class S3Operations(mfusepy.Operations):
                 continue
             entries[name] = DirEntry(name, True)
             todo.append((name, common, True))
+        for name, attr in known.items():
+            if self.stats.get(posixpath.join(path, name)) is None:
+                self.stats.put(posixpath.join(path, name), attr)
         self._fill_stats(path, todo, entries)
         self.listings.put(path, entries)
         return self._with_local(path, entries)

@@ -103,6 +103,7 @@ class Options:
     singlepart_copy_limit: int = 5 * 1024 * MIB
     parallel_count: int = 5
     max_thread_count: int = 10
+    multireq_max: int = 20  # parallel HEADs when a directory is read (s3fs's default)
     retries: int = 5
     connect_timeout: float = 300.0
     readwrite_timeout: float = 120.0
@@ -248,7 +249,7 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
         values["multipart_threshold"] = _int(name, need(), minimum=5) * MIB
     elif name == "singlepart_copy_limit":
         values["singlepart_copy_limit"] = _int(name, need(), minimum=5) * MIB
-    elif name in ("parallel_count", "max_thread_count"):
+    elif name in ("parallel_count", "max_thread_count", "multireq_max"):
         values[name] = _int(name, need(), minimum=1)
     elif name == "retries":
         values["retries"] = _int(name, need(), minimum=0)
