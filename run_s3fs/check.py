@@ -181,13 +181,12 @@ def diagnose(
     backend = _check_backend(report, raw, cfg)
     _check_fuse(report, raw, cfg, backend)
     _check_mountpoint(report, raw, cfg)
-    if cfg is not None:
-        _check_guard(report, cfg)
-        _check_passwd_file(report, cfg)
     if cfg is None:
         report.add(Item("S3 bucket", SKIP, advice="not probed: fix the configuration first"))
-    else:
-        _check_s3(report, cfg)
+        return report
+    _check_guard(report, cfg)
+    _check_passwd_file(report, cfg)
+    _check_s3(report, cfg)
     return report
 
 
@@ -221,7 +220,8 @@ def _check_variables(
         name = _variable_in(problem)
         (by_variable.setdefault(name, []) if name else unplaced).append(problem)
     warnings: dict[str, list[str]] = {}
-    for warning in cfg.warnings if cfg else ():
+    # Without a Config, the warnings met while gathering (unknown variables) still count.
+    for warning in cfg.warnings if cfg else getattr(raw, "warnings", ()):
         warnings.setdefault(_variable_in(warning) or "config", []).append(warning)
 
     names = [*REQUIRED, *(n for n in OPTIONAL if n in raw)]
@@ -278,7 +278,7 @@ def _check_backend(
 ) -> backends.Backend | None:
     choice = _backend_choice(raw, cfg)
     try:
-        backend = backends.resolve(choice)
+        backend = backends.resolve(choice, backends.launcher_dir())  # as a launch looks
     except LauncherError as e:
         report.add(
             Item("backend", FAIL, f"{choice}: not available", advice=str(e), exit_code=e.exit_code)
