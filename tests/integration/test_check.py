@@ -317,6 +317,7 @@ def test_prefix_that_has_nothing_yet_warns(s3_server: S3Server, bucket: str, tmp
 
 def test_config_errors_are_78_and_name_the_variables(s3_server: S3Server, tmp_path: Path):
     env = {
+        "S3FS_BUKET": "a-typo",
         "S3FS_MOUNTPOINT": "relative/path",
         "S3FS_ACCESSKEY": ACCESS_KEY,
         "S3FS_SECRETKEY": SECRET_KEY,
@@ -327,6 +328,8 @@ def test_config_errors_are_78_and_name_the_variables(s3_server: S3Server, tmp_pa
     bad = failed(result)
     assert {"S3FS_BUCKET", "S3FS_MOUNTPOINT"} <= set(bad), bad
     assert all(i["advice"] for i in bad.values())
+    typo = result.items()["S3FS_BUKET"]
+    assert typo["status"] == "warn" and "S3FS_BUCKET" in typo["advice"]
     # Nothing is probed with a broken configuration.
     assert result.items()["S3 bucket"]["status"] == "skip"
 
@@ -366,6 +369,16 @@ def test_dotenv_source_is_reported(s3_server: S3Server, bucket: str, tmp_path: P
     result = run_check(env, tmp_path, "--json", "--env-file", str(dotenv))
     assert result.code == 0, result.out
     assert str(dotenv) in result.items()["S3FS_BUCKET"]["source"]
+
+
+def test_environment_json_source_is_reported(s3_server: S3Server, bucket: str, tmp_path: Path):
+    env = variables(s3_server, bucket, tmp_path, ACCESS_KEY, SECRET_KEY)
+    dotcloud = tmp_path / "environment.json"
+    dotcloud.write_text(json.dumps({"S3FS_BUCKET": bucket, "DOTCLOUD_SERVICE_NAME": "www"}))
+    del env["S3FS_BUCKET"]
+    result = run_check(env, tmp_path, "--json", "--environment-json", str(dotcloud))
+    assert result.code == 0, result.out
+    assert result.items()["S3FS_BUCKET"]["source"] == f"environment.json ({dotcloud})"
 
 
 # --- the mountpoint -----------------------------------------------------------------------------
