@@ -474,7 +474,8 @@ def _check_guard(report: Report, cfg: config.Config) -> None:
 
     path = cfg.mountpoint
     source = cfg.sources.get("S3FS_GUARD", "default")
-    unmounted = path.is_dir() and mounts.find_mount(path) is None
+    # Mount table first: stat() on a dead mount raises ENOTCONN, which is_dir() passes on.
+    unmounted = mounts.find_mount(path) is None and path.is_dir()
     present = guard.current(path) if unmounted else None
     now = f"; now: {present}" if present else ("; now: none" if unmounted else "")
     if cfg.guard == "off":

@@ -392,6 +392,36 @@ def test_mountpoint_that_is_a_file_is_73(s3_server: S3Server, bucket: str, tmp_p
     assert list(failed(result)) == ["mountpoint"]
 
 
+def test_nonempty_mountpoint_is_73_unless_nonempty_is_asked_for(
+    s3_server: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    env = variables(s3_server, bucket, tmp_path, ACCESS_KEY, SECRET_KEY)
+    Path(env["S3FS_MOUNTPOINT"]).mkdir()
+    (Path(env["S3FS_MOUNTPOINT"]) / "local.txt").write_text("would be hidden")
+    refused = run_check(env, tmp_path, "--json")
+    assert refused.code == 73, refused.out
+    assert "nonempty" in failed(refused)["mountpoint"]["advice"]
+
+    allowed = run_check({**env, "S3FS_OPTIONS": "nonempty"}, tmp_path, "--json")
+    assert allowed.code == 0, allowed.out
+    assert allowed.items()["mountpoint"]["status"] == "warn"
+
+
+def test_stale_mount_is_a_warning_it_will_be_cleaned(
+    s3_server: S3Server, bucket: str, tmp_path: Path, mounter
+) -> None:
+    mount = mounter("s3fs", bucket)
+    mount.process.kill()  # a crash: the mount stays, "Transport endpoint is not connected"
+    mount.process.wait()
+    assert is_mounted(mount.path)
+    env = variables(s3_server, bucket, tmp_path, ACCESS_KEY, SECRET_KEY)
+    env["S3FS_MOUNTPOINT"] = str(mount.path)
+    result = run_check(env, tmp_path, "--json")
+    assert result.code == 0, result.out
+    item = result.items()["mountpoint"]
+    assert item["status"] == "warn" and "unmount" in item["advice"]
+
+
 def test_live_mount_is_73_and_names_the_pid(
     s3_server: S3Server, bucket: str, tmp_path: Path, mounter
 ) -> None:
