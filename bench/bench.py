@@ -156,6 +156,8 @@ class Bench:
                 say(f"{backend}: giving up on this backend: {exc}")
             return
         self.mount_failures[backend] = 0
+        if backend == "python":
+            sample["code"] = bench_machine.backend_fingerprint()
         sample["figures"].setdefault("mount_ms", (time.perf_counter() - t0) * 1000)
         try:
             profile = contextlib.nullcontext()

@@ -71,3 +71,14 @@ def describe() -> dict[str, str]:
         "boto3": _version("boto3"),
         "run-s3fs commit": commit + (" (run_s3fs/fs modified)" if dirty else ""),
     }
+
+
+def backend_fingerprint() -> str:
+    """A hash of the Python backend's source as it is now: the benchmark runs the working
+    tree, so a change made during a run shows up as two fingerprints in one run."""
+    import hashlib
+
+    digest = hashlib.sha1()
+    for path in sorted((ROOT / "run_s3fs" / "fs").glob("*.py")):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:12]

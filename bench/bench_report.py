@@ -378,6 +378,12 @@ def server_notes(results: dict[str, Any]) -> list[str]:
                 + ", ".join(busy)
                 + ": there the server is the bottleneck, not the client"
             )
+    codes = sorted({s["code"] for s in raw.get("python", []) if s.get("code")})
+    if len(codes) > 1:
+        notes.append(
+            "WARNING: the python backend's source changed during this run "
+            f"(fingerprints {', '.join(codes)}): its samples mix versions"
+        )
     noisy = []
     for name, samples in raw.items():
         for s in samples:
