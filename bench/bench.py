@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import signal
+import subprocess
 import sys
 import tempfile
 import time
@@ -83,10 +84,40 @@ class Bench:
         self.dropped = True
         self.passwd = self.work / "passwd-s3fs"
         self.load: list[float] = []  # 1-minute load average as each sample starts
+        self.src = ROOT  # where the python backend is imported from
+        self.backend_env: dict[str, str] = {}
 
     # --- setup and teardown -------------------------------------------------------------------
 
+    def export_commit(self, rev: str) -> None:
+        """The python backend from commit `rev` (not the working tree, which others may be
+        editing): `git archive` into the work directory, first on the backend's PYTHONPATH."""
+        self.src = self.work / "src"
+        self.src.mkdir()
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", rev, "run_s3fs"],
+            cwd=ROOT,
+            capture_output=True,
+            timeout=60,
+            check=True,
+        ).stdout
+        subprocess.run(["tar", "-x", "-C", str(self.src)], input=archive, check=True, timeout=60)
+        self.backend_env = {"PYTHONPATH": str(self.src)}
+        where = subprocess.run(
+            [sys.executable, "-c", "import run_s3fs.fs, sys; print(run_s3fs.fs.__file__)"],
+            cwd=self.work,
+            env={**os.environ, **self.backend_env},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        ).stdout.strip()
+        if not where.startswith(str(self.src)):
+            raise SystemExit(f"--commit: the backend would be imported from {where!r}")
+        say(f"python backend from commit {rev} ({where})")
+
     def setup(self) -> None:
+        if self.args.commit:
+            self.export_commit(self.args.commit)
         self.logs.mkdir(parents=True, exist_ok=True)
         for old in self.logs.glob("*.log"):
             old.unlink()
@@ -147,7 +178,9 @@ class Bench:
         log = self.logs / f"{backend}.log"
         t0 = time.perf_counter()
         try:
-            mount: Mount = start_mount(backend, BUCKET, mnt, self.server.url, self.passwd, log)
+            mount: Mount = start_mount(
+                backend, BUCKET, mnt, self.server.url, self.passwd, log, env=self.backend_env
+            )
         except MountError as exc:
             sample["errors"].append(f"{name}: {exc}")
             self.mount_failures[backend] = self.mount_failures.get(backend, 0) + 1
@@ -157,7 +190,7 @@ class Bench:
             return
         self.mount_failures[backend] = 0
         if backend == "python":
-            sample["code"] = bench_machine.backend_fingerprint()
+            sample["code"] = bench_machine.backend_fingerprint(self.src)
         sample["figures"].setdefault("mount_ms", (time.perf_counter() - t0) * 1000)
         try:
             profile = contextlib.nullcontext()
@@ -278,6 +311,7 @@ class Bench:
             "load_average": [round(x, 2) for x in self.load],
             "backends": self.available,
             "machine": bench_machine.describe(),
+            "python_backend_source": self.args.commit_resolved or "working tree",
             "data_notes": [
                 "every small object (the `ls` directory, the `find` tree) was written with "
                 "boto3 carrying s3fs's metadata headers (x-amz-meta-mode/uid/gid/mtime), and "
@@ -374,6 +408,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help=f"before each sample, wait up to this long for the load average to drop "
         f"below {QUIET_LOAD}",
     )
+    p.add_argument(
+        "--commit",
+        metavar="REV",
+        help="benchmark the python backend as of this commit (git archive), not the working tree",
+    )
     p.add_argument("--render", type=Path, metavar="JSON", help="only re-render a saved run")
     args = p.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
@@ -383,6 +422,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.workloads = [w for w in WORKLOADS if w in args.workloads.split(",")]
     if args.profile and not bench_profile.available():
         p.error("--profile needs py-spy (pip install py-spy)")
+    args.commit_resolved = None
+    if args.commit:
+        rev = subprocess.run(
+            ["git", "rev-parse", "--short", args.commit + "^{commit}"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+        if rev.returncode != 0:
+            p.error(f"--commit {args.commit}: not a commit")
+        args.commit_resolved = args.commit = rev.stdout.strip()
     if args.samples is None:
         args.samples = 1 if args.quick else 3
     if args.samples < 1:

@@ -73,12 +73,12 @@ def describe() -> dict[str, str]:
     }
 
 
-def backend_fingerprint() -> str:
+def backend_fingerprint(src: Path = ROOT) -> str:
     """A hash of the Python backend's source as it is now: the benchmark runs the working
     tree, so a change made during a run shows up as two fingerprints in one run."""
     import hashlib
 
     digest = hashlib.sha1()
-    for path in sorted((ROOT / "run_s3fs" / "fs").glob("*.py")):
+    for path in sorted((src / "run_s3fs" / "fs").glob("*.py")):
         digest.update(path.name.encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:12]

@@ -117,6 +117,7 @@ def start_mount(
     passwd_file: Path,
     log: Path,
     timeout: float = 30,
+    env: dict[str, str] | None = None,
 ) -> Mount:
     """Mount `bucket` with `backend` and wait until the kernel lists the mount."""
     mountpoint.mkdir(parents=True, exist_ok=True)
@@ -129,6 +130,9 @@ def start_mount(
             stdout=out,
             stderr=subprocess.STDOUT,
             start_new_session=True,  # a ^C at the terminal reaches bench.py, which stops it
+            # Not the repository: `python -m` would import the working tree from there.
+            cwd=mountpoint.parent,
+            env={**os.environ, **(env or {})},
         )
     mount = Mount(backend, mountpoint, proc, log)
     _LIVE.add(mount)

@@ -275,6 +275,21 @@ def render_markdown(results: dict[str, Any]) -> str:
         + (", ".join(f"{x:.2f}" for x in results.get("load_average", [])) or "not recorded")
         + ".",
         "",
+        "Python backend: "
+        + (
+            f"commit {results['python_backend_source']}"
+            if results.get("python_backend_source", "working tree") != "working tree"
+            else "the working tree"
+        )
+        + ", source fingerprint "
+        + (
+            ", ".join(
+                sorted({s["code"] for s in results["raw"].get("python", []) if s.get("code")})
+            )
+            or "—"
+        )
+        + ".",
+        "",
         "Ratios say how many times better python is: > 1 means python is better "
         "(throughputs: python ÷ other; times and memory: other ÷ python). ↑ higher is "
         "better, ↓ lower is better.",
