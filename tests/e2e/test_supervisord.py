@@ -14,13 +14,12 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY
+from conftest import ACCESS_KEY, SECRET_KEY, is_mounted, wait_for
 
 from run_s3fs.devserver import S3Server
 
@@ -31,20 +30,6 @@ pytestmark = [
 ]
 
 SHIPPED = Path(__file__).resolve().parents[2] / "supervisord.conf"
-
-
-def mounted_at(path: Path) -> bool:
-    with open("/proc/self/mounts") as f:
-        return any(line.split()[1] == str(path) for line in f)
-
-
-def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def remove_guard(mountpoint: Path) -> None:
@@ -127,7 +112,7 @@ def supervise(tmp_path: Path, require_fuse: None) -> Iterator:
             except subprocess.TimeoutExpired:
                 sup.process.kill()
                 sup.process.wait()
-        if mountpoint is not None and mounted_at(mountpoint):
+        if mountpoint is not None and is_mounted(mountpoint):
             subprocess.run(["fusermount", "-uz", str(mountpoint)], capture_output=True)
         if mountpoint is not None:
             remove_guard(mountpoint)  # else pytest cannot delete its temporary directory
@@ -154,8 +139,8 @@ def test_running_restarted_after_a_crash_and_stopped_cleanly(
     sup = supervise(variables)
 
     # RUNNING only after startsecs (5 s) of staying up; by then the mount is live.
-    assert wait_for(lambda: sup.state() == "RUNNING", 20), sup.program_log()
-    assert mounted_at(mountpoint)
+    assert wait_for(lambda: sup.state() == "RUNNING", 20, interval=0.5), sup.program_log()
+    assert is_mounted(mountpoint)
     assert (mountpoint / "reports/2024/q1.csv").read_bytes() == b"a,b\n"
     # The process supervisord watches is the FUSE daemon itself (run-s3fs exec'd it).
     first = sup.pid()
@@ -169,14 +154,16 @@ def test_running_restarted_after_a_crash_and_stopped_cleanly(
     # A crash (SIGKILL leaves a dead, "Transport endpoint is not connected" mount):
     # autorestart brings it back, and the launcher clears the stale mount first.
     os.kill(first, signal.SIGKILL)
-    assert wait_for(lambda: sup.state() == "RUNNING" and sup.pid() != first, 30), sup.program_log()
+    assert wait_for(lambda: sup.state() == "RUNNING" and sup.pid() != first, 30, interval=0.5), (
+        sup.program_log()
+    )
     assert wait_for(lambda: (mountpoint / "reports").is_dir(), 10)
 
     # `supervisorctl stop` sends SIGTERM: the daemon unmounts and exits 0.
     out = sup.ctl("stop", "s3fs")
     assert "stopped" in out, out
     assert sup.state() == "STOPPED"
-    assert not mounted_at(mountpoint)
+    assert not is_mounted(mountpoint)
     assert "stopped: s3fs (exit status 0)" in sup.main_log()
     log = sup.program_log()
     assert SECRET_KEY not in log and ACCESS_KEY not in log
@@ -191,10 +178,10 @@ def test_configuration_error_ends_fatal_and_names_the_variable(
 
     # Exit 78 at once, every try: FATAL after startretries (3) with back-off 1+2+3 s,
     # instead of restarting forever.
-    assert wait_for(lambda: sup.state() == "FATAL", 30), sup.main_log()
+    assert wait_for(lambda: sup.state() == "FATAL", 30, interval=0.5), sup.main_log()
     main_log = sup.main_log()
     assert "exit status 78" in main_log
     assert main_log.count("spawned: 's3fs'") == 4  # the first start + 3 retries
     assert "S3FS_BUCKET" in sup.program_log()
     assert "Traceback" not in sup.program_log()
-    assert not mounted_at(Path(variables["S3FS_MOUNTPOINT"]))
+    assert not is_mounted(Path(variables["S3FS_MOUNTPOINT"]))
