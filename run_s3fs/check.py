@@ -582,7 +582,7 @@ def _endpoint(cfg: config.Config) -> str:
     return cfg.url or "AWS S3 (default endpoint)"
 
 
-def _client(cfg: config.Config, region: str | None = None) -> Any:
+def _client(cfg: config.Config) -> Any:
     import boto3  # lazily: a plain launch never pays for boto3
     from botocore.config import Config as BotoConfig
 
@@ -592,7 +592,7 @@ def _client(cfg: config.Config, region: str | None = None) -> Any:
     return boto3.session.Session().client(
         "s3",
         endpoint_url=cfg.url,
-        region_name=region or cfg.region or "us-east-1",
+        region_name=cfg.region or "us-east-1",  # s3fs's default too
         aws_access_key_id=cfg.access_key.reveal(),
         aws_secret_access_key=cfg.secret_key.reveal(),
         config=BotoConfig(
