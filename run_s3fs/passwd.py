@@ -62,8 +62,12 @@ def _check_dir(directory: Path, private: bool) -> None:
     back to 0700 if it drifted).
     """
     try:
-        # A missing directory is created private, whoever chose it.
-        directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+        # A missing directory is created private, whoever chose it, and so are its missing
+        # parents (mkdir(parents=True) would make those 0777 & ~umask: 0777 under umask 0).
+        for missing in reversed([d for d in (directory, *directory.parents) if not d.exists()]):
+            with contextlib.suppress(FileExistsError):
+                missing.mkdir(mode=0o700)
+                os.chmod(missing, 0o700)
         st = os.lstat(directory)
     except OSError as exc:
         raise _refuse(directory, f"its directory cannot be created: {exc.strerror}") from None
