@@ -24,18 +24,22 @@ class StatCache:
         self.ttl = ttl
         self.negative_ttl = negative_ttl
         self.max_entries = max(1, max_entries)
-        self._entries: OrderedDict[str, tuple[float, Attr | None]] = OrderedDict()
+        self._entries: OrderedDict[str, tuple[float, float, Attr | None]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, path: str) -> Attr | object | None:
-        """The cached Attr, MISSING for a cached absence, or None if nothing (fresh) is known."""
+    def get(self, path: str, max_age: float | None = None) -> Attr | object | None:
+        """The cached Attr, MISSING for a cached absence, or None if nothing (fresh) is
+        known; with `max_age`, only what was learnt at most that many seconds ago."""
         with self._lock:
             entry = self._entries.get(path)
             if entry is None:
                 return None
-            expires, attr = entry
-            if time.monotonic() >= expires:
+            stored, expires, attr = entry
+            now = time.monotonic()
+            if now >= expires:
                 del self._entries[path]
+                return None
+            if max_age is not None and now - stored > max_age:
                 return None
             return MISSING if attr is None else attr
 
@@ -43,8 +47,9 @@ class StatCache:
         ttl = self.ttl if attr is not None else self.negative_ttl
         if ttl <= 0:
             return
+        now = time.monotonic()
         with self._lock:
-            self._entries[path] = (time.monotonic() + ttl, attr)
+            self._entries[path] = (now, now + ttl, attr)
             self._entries.move_to_end(path)
             while len(self._entries) > self.max_entries:
                 self._entries.popitem(last=False)
@@ -102,6 +107,20 @@ class ListingCache:
     def invalidate(self, path: str) -> None:
         with self._lock:
             self._entries.pop(path, None)
+
+    def update(self, path: str, entry: DirEntry, exists: bool) -> None:
+        """Our own create/remove of `path`: patch the parent's cached listing, if any."""
+        parent = posixpath.dirname(path.rstrip("/")) or "/"
+        with self._lock:
+            cached = self._entries.get(parent)
+            if cached is None:
+                return
+            entries = dict(cached[1])
+            if exists:
+                entries[entry.name] = entry
+            else:
+                entries.pop(entry.name, None)
+            self._entries[parent] = (cached[0], entries)
 
     def invalidate_parent(self, path: str) -> None:
         self.invalidate(posixpath.dirname(path.rstrip("/")) or "/")

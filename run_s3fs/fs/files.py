@@ -75,6 +75,12 @@ class OpenFile:
 
     # --- reading ----------------------------------------------------------------------
 
+    def seed(self, data: bytes) -> None:
+        """The object's first bytes, fetched along with its headers at open."""
+        with self.lock:
+            if self.spool is None and data:
+                self._random = (0, data)
+
     def read(self, offset: int, size: int) -> bytes:
         with self.lock:
             if self.spool is not None:

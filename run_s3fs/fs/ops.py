@@ -34,6 +34,7 @@ UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+OPEN_READ = 1024 * 1024  # fetched with the headers when a file is opened for reading
 
 
 def _seconds(when: datetime | None) -> int:
@@ -190,10 +191,14 @@ class S3Operations(mfusepy.Operations):
     def _show(self, attr: Attr) -> dict[str, Any]:
         return self.overrides.apply(attr).to_fuse()
 
-    def _changed(self, path: str) -> None:
-        """Our own write to `path`: forget what we knew about it and its parent's listing."""
+    def _changed(self, path: str, exists: bool | None = None, is_dir: bool = False) -> None:
+        """Our own change to `path`: forget its attributes; keep the parent's cached
+        listing right (`exists` says whether `path` is there now; None: unknown)."""
         self.stats.invalidate(path)
-        self.listings.invalidate_parent(path)
+        if exists is None:
+            self.listings.invalidate_parent(path)
+        else:
+            self.listings.update(path, DirEntry(posixpath.basename(path), is_dir), exists)
         self.objects.invalidate(self._key(path))
         self.objects.invalidate(self._dkey(path))
 
@@ -281,11 +286,17 @@ class S3Operations(mfusepy.Operations):
         now = time.time_ns()
         changes.setdefault("ctime_ns", now)
         new = replace(attr, **changes)
+        held = self.files.get(path)
+        if held is not None:
+            # Hold a handle while deciding, so the file cannot be closed under us.
+            f, fh = self._open_file(path, held.attr, False)
+            if f.dirty or f.spool is not None:
+                f.set_attr(new, times_set)
+                self.stats.invalidate(path)
+                self._release(fh, report=True)  # uploads now if no one else has it open
+                return
+            self._release(fh)
         f = self.files.get(path)
-        if f is not None and (f.dirty or f.spool is not None):
-            f.set_attr(new, times_set)
-            self.stats.invalidate(path)
-            return
         meta = layout.encode_meta(
             new.mode, new.uid, new.gid, new.mtime_ns, new.ctime_ns, new.atime_ns
         )
@@ -302,7 +313,7 @@ class S3Operations(mfusepy.Operations):
             self.s3.copy(key, key, attr.size, meta)
         if f is not None:
             f.attr = replace(new, size=f.attr.size)
-        self._changed(path)
+        self._changed(path, exists=True, is_dir=attr.is_dir)
         self.stats.put(path, replace(new, etag=""))
 
     @operation
@@ -451,7 +462,7 @@ class S3Operations(mfusepy.Operations):
         full_mode = stat.S_IFDIR | stat.S_IMODE(mode)
         meta = layout.encode_meta(full_mode, uid, gid, now, now, now)
         self.s3.put(self._dkey(path), b"", meta, layout.DIR_CONTENT_TYPE)
-        self._changed(path)
+        self._changed(path, exists=True, is_dir=True)
         self.stats.put(path, Attr(full_mode, 0, uid, gid, now, now, now))
         return 0
 
@@ -481,7 +492,7 @@ class S3Operations(mfusepy.Operations):
         if not self._dir_is_empty(path):
             raise fuse_error(errno.ENOTEMPTY)
         self._delete_dir_objects(path)
-        self._changed(path)
+        self._changed(path, exists=False)
         self.listings.invalidate_tree(path)
         self.stats.put(path, None)
         return 0
@@ -519,7 +530,7 @@ class S3Operations(mfusepy.Operations):
                 f.truncate(0)
         else:
             f, fh = self._open_file(path, attr, True)
-        self._changed(path)
+        self._changed(path, exists=True)
         with self._lock:
             self._writers.add(fh)
         if fi is not None:
@@ -532,19 +543,39 @@ class S3Operations(mfusepy.Operations):
         if self.read_only and flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             raise fuse_error(errno.EROFS)
         f = self.files.get(path)
-        if f is None:
-            # Close-to-open consistency: a fresh HEAD, so a file another mount closed
-            # after writing is seen with its new size and content now.
-            self.stats.invalidate(path)
-            attr = self._lookup(path)
-        else:
+        first = b""
+        if f is not None:
             attr = f.attr
+        else:
+            # Close-to-open consistency: attributes at most a second old (as old as the
+            # kernel may keep them), so a file another mount closed after writing is
+            # opened with its new size and content.
+            recent = self.stats.get(path, max_age=self.kernel_timeout)
+            if isinstance(recent, Attr):
+                attr = recent
+            elif flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC:
+                # One request for the fresh headers and the first MiB: for a small file,
+                # all a reader will ask for.
+                got = self.s3.get_start(self._key(path), OPEN_READ)
+                if got is not None and not layout.is_dir_object(
+                    got[0].key, got[0].content_type, got[0].size
+                ):
+                    attr, first = self._decode(got[0]), got[1]
+                    self.stats.put(path, attr)
+                else:
+                    self.stats.invalidate(path)
+                    attr = self._lookup(path)
+            else:
+                self.stats.invalidate(path)
+                attr = self._lookup(path)
         if attr.is_dir:
             raise fuse_error(errno.EISDIR)
         f, fh = self._open_file(path, attr, False)
+        if first and f.attr.etag == attr.etag:
+            f.seed(first)
         if flags & os.O_TRUNC and f.attr.size:
             f.truncate(0)
-            self._changed(path)
+            self._changed(path, exists=True)
         fi.fh = fh
         if flags & (os.O_WRONLY | os.O_RDWR):
             with self._lock:
@@ -572,21 +603,18 @@ class S3Operations(mfusepy.Operations):
     @operation
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
         self._check_writable()
-        f = self.files.get(path)
-        if f is not None:
-            f.truncate(length)
-            self.stats.invalidate(path)
-            return 0
         attr = self._lookup(path)
         if attr.is_dir:
             raise fuse_error(errno.EISDIR)
+        # Through a handle of its own, so a close racing with us cannot lose the change;
+        # uploaded at its release unless another handle has the file open (then at that
+        # handle's close, as for any write through it).
         f, fh_number = self._open_file(path, attr, False)
         try:
             f.truncate(length)
-            f.flush()
         finally:
-            self._release(fh_number)
-        self._changed(path)
+            self._release(fh_number, report=True)
+        self._changed(path, exists=True)
         return 0
 
     @operation
@@ -607,7 +635,8 @@ class S3Operations(mfusepy.Operations):
         return 0
 
     def _after_upload(self, f: OpenFile) -> None:
-        self._changed(f.path)
+        self._changed(f.path, exists=True)
+        self.stats.put(f.path, f.attr)  # what we uploaded: no HEAD needed to know it
         with self._lock:
             if f.attr.etag:
                 self._seen_etags[f.path] = f.attr.etag
@@ -617,7 +646,10 @@ class S3Operations(mfusepy.Operations):
         self._release(fi.fh)
         return 0
 
-    def _release(self, fh: int) -> None:
+    def _release(self, fh: int, report: bool = False) -> None:
+        """Drop a handle; the last one uploads what is pending. A failure keeps the file
+        pending (in the table, with its spool) for the next flush or unmount, and is
+        raised only if `report` (FUSE's release has nobody to tell)."""
         with self._lock:
             self._writers.discard(fh)
         f, last = self.files.drop_handle(fh)
@@ -627,9 +659,9 @@ class S3Operations(mfusepy.Operations):
             if f.flush():
                 self._after_upload(f)
         except OSError as e:
-            # Nobody can be told any more: keep it (in the table, with its spool) for the
-            # next open/flush or the final attempt at unmount.
             log.error("%s stays pending after its last close: %s", f.path, e)
+            if report:
+                raise
             return
         with f.lock:
             if f.refs == 0 and not f.dirty:
@@ -652,7 +684,7 @@ class S3Operations(mfusepy.Operations):
                 if self.files.by_path.get(path) is f:
                     del self.files.by_path[path]
         self.s3.delete(self._key(path))
-        self._changed(path)
+        self._changed(path, exists=False)
         self.stats.put(path, None)
         return 0
 
@@ -668,7 +700,7 @@ class S3Operations(mfusepy.Operations):
         meta = layout.encode_meta(layout.SYMLINK_MODE, uid, gid, now, now, now)
         body = target.encode("utf-8", "surrogateescape")
         self.s3.put(self._key(path), body, meta, layout.SYMLINK_CONTENT_TYPE)
-        self._changed(path)
+        self._changed(path, exists=True)
         self.stats.put(path, Attr(layout.SYMLINK_MODE, len(body), uid, gid, now, now, now))
         return 0
 
@@ -728,8 +760,8 @@ class S3Operations(mfusepy.Operations):
             self._rename_dir(old, new)
         else:
             self._rename_file(old, new, src)
-        for p in (old, new):
-            self._changed(p)
+        for p, exists in ((old, False), (new, True)):
+            self._changed(p, exists=exists, is_dir=src.is_dir)
             self.stats.invalidate_tree(p)
             self.listings.invalidate_tree(p)
         return 0
@@ -790,5 +822,5 @@ class S3Operations(mfusepy.Operations):
             "f_files": 1 << 32,
             "f_ffree": 1 << 32,
             "f_favail": 1 << 32,
-            "f_namemax": 1024,
+            "f_namemax": 255,  # as s3fs (NAME_MAX)
         }

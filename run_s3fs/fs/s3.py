@@ -233,6 +233,39 @@ class S3:
             metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
         )
 
+    def get_start(self, key: str, length: int) -> tuple[ObjectInfo, bytes] | None:
+        """The object's headers and its first `length` bytes in one request (a HEAD and
+        a first read in one), or None if there is no such key."""
+        what = f"GET {key} [0+{length}]"
+
+        def once() -> tuple[ObjectInfo, bytes] | None:
+            try:
+                r = self.client.get_object(
+                    Bucket=self.bucket, Key=key, Range=f"bytes=0-{length - 1}"
+                )
+            except ClientError as exc:
+                code = exc.response.get("Error", {}).get("Code")
+                if code == "InvalidRange":  # an empty object has no byte 0
+                    info = self.head(key)
+                    return None if info is None else (info, b"")
+                if code in ("NoSuchKey", "404", "NotFound"):
+                    return None
+                raise
+            with r["Body"] as body:
+                data = body.read()
+            total = r.get("ContentRange", "").rpartition("/")[2]
+            info = ObjectInfo(
+                key=key,
+                size=int(total) if total.isdigit() else int(r.get("ContentLength", len(data))),
+                last_modified=r.get("LastModified"),
+                etag=r.get("ETag", ""),
+                content_type=r.get("ContentType", ""),
+                metadata={k.lower(): v for k, v in (r.get("Metadata") or {}).items()},
+            )
+            return info, data
+
+        return self._with_body_retries(what, once)
+
     def get_range(self, key: str, start: int, length: int) -> bytes:
         """Bytes [start, start+length) (fewer at the end of the object)."""
         if length <= 0:
