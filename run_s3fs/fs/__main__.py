@@ -147,6 +147,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result) -> 
         head_threads=opts.multireq_max,
         compat_dir=opts.compat_dir,
         read_only=opts.read_only,
+        retry_interval=max(opts.upload_retry_interval, 1.0),
     )
     stop = GracefulStop(ops.busy, opts.shutdown_grace)
     ops.on_init = stop.session_started

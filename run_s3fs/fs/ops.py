@@ -84,6 +84,7 @@ class S3Operations(mfusepy.Operations):
         compat_dir: bool = False,
         read_only: bool = False,
         kernel_timeout: float = 1.0,
+        retry_interval: float = 30.0,
     ) -> None:
         self.s3 = s3
         self.prefix = prefix
@@ -100,6 +101,7 @@ class S3Operations(mfusepy.Operations):
         self.compat_dir = compat_dir
         self.read_only = read_only
         self.kernel_timeout = kernel_timeout
+        self.retry_interval = retry_interval
         self.uid = os.geteuid()
         self.gid = os.getegid()
         self._dir_handles = 0
@@ -110,6 +112,7 @@ class S3Operations(mfusepy.Operations):
         # Handles opened for writing: only their flush uploads and reports failures (a
         # reader's close must not fail because someone else's upload did).
         self._writers: set[int] = set()
+        self._stopping = threading.Event()
 
     # --- keys and attributes ----------------------------------------------------------
 
@@ -189,6 +192,8 @@ class S3Operations(mfusepy.Operations):
         return attr
 
     def _show(self, attr: Attr) -> dict[str, Any]:
+        if attr is self.root_attr:  # mp_umask (not umask) governs the mountpoint
+            return attr.to_fuse()
         return self.overrides.apply(attr).to_fuse()
 
     def _changed(self, path: str, exists: bool | None = None, is_dir: bool = False) -> None:
@@ -219,6 +224,7 @@ class S3Operations(mfusepy.Operations):
             config.use_ino = 0
         if self.on_init is not None:
             self.on_init(mfusepy._libfuse.fuse_get_context().contents.fuse)
+        threading.Thread(target=self._retry_pending, name="retry", daemon=True).start()
         if conn is not None:
             conn.max_write = 1024 * 1024
             conn.max_read = 1024 * 1024
@@ -226,6 +232,7 @@ class S3Operations(mfusepy.Operations):
 
     def destroy(self, path: str) -> None:
         """Unmount: upload every file still holding unsaved data, then stop the pools."""
+        self._stopping.set()
         self.failures = self.flush_all()
         self.heads.shutdown(wait=True)
 
@@ -253,6 +260,24 @@ class S3Operations(mfusepy.Operations):
                     saved or "nowhere (lost)",
                 )
         return failures
+
+    def _retry_pending(self) -> None:
+        """Files whose upload failed after their last close are retried in the background
+        (every `retry_interval` seconds), so they do not wait for an unmount."""
+        while not self._stopping.wait(self.retry_interval):
+            for f in self.files.all():
+                if f.refs or not f.dirty or f.unlinked:
+                    continue
+                try:
+                    if f.flush():
+                        log.info("%s: pending upload done", f.path)
+                        self._after_upload(f)
+                except OSError:
+                    continue  # logged by flush; tried again next round
+                with f.lock:
+                    if f.refs == 0 and not f.dirty:
+                        f.close()
+                        self.files.forget(f)
 
     def busy(self) -> bool:
         """True while some file is open with data not yet uploaded."""

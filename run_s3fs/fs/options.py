@@ -113,6 +113,7 @@ class Options:
     subtype: str = "s3fs"
     tmpdir: str | None = None
     shutdown_grace: float = 8.0  # under supervisord's default stopwaitsecs (10)
+    upload_retry_interval: float = 30.0
     ignored: tuple[str, ...] = field(default=())
 
 
@@ -264,8 +265,8 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
         values["compat_dir"] = True
     elif name in ("fsname", "subtype"):
         values[name] = need()
-    elif name == "shutdown_grace":
-        values["shutdown_grace"] = _float(name, need())
+    elif name in ("shutdown_grace", "upload_retry_interval"):
+        values[name] = _float(name, need())
     elif name == "tmpdir":
         values["tmpdir"] = need()
     elif name in ("nonempty", "f2"):

@@ -18,7 +18,7 @@ import uuid
 from pathlib import Path
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, fuse_usable, is_mounted, start_mount
+from conftest import ACCESS_KEY, SECRET_KEY, fuse_usable, is_mounted, start_mount, wait_for
 from faultproxy import FaultProxy
 
 from run_s3fs.devserver import free_port
@@ -254,6 +254,68 @@ def test_failed_upload_is_an_error_at_close_and_is_retried(s3_server, pw, tmp_pa
     finally:
         m.stop()
         proxy.stop()
+
+
+def test_failed_upload_is_retried_in_the_background(s3_server, pw, tmp_path, fuse_ok):
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"fs-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    proxy = FaultProxy(s3_server.url).start()
+    m = start_mount(
+        "python", s3_server, bucket, tmp_path / "mnt", pw,
+        [f"url={proxy.url}", "retries=0", "upload_retry_interval=1"],
+    )  # fmt: skip
+    try:
+        f = open(m.path / "later.txt", "wb")  # noqa: SIM115
+        proxy.down()
+        f.write(b"eventually")
+        with pytest.raises(OSError):
+            f.close()
+        proxy.up()
+
+        def uploaded() -> bool:
+            try:
+                return client.get_object(Bucket=bucket, Key="later.txt")["Body"].read() == (
+                    b"eventually"
+                )
+            except client.exceptions.NoSuchKey:
+                return False
+
+        assert wait_for(uploaded, 15)  # without any further access to the file
+        assert m.stop() == 0
+    finally:
+        m.stop()
+        proxy.stop()
+
+
+def test_owner_mode_and_name_options(s3_server, pw, tmp_path, fuse_ok):
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"fs-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="f", Body=b"x", Metadata={"mode": "33152", "uid": "7"})
+    client.put_object(Bucket=bucket, Key="d/g", Body=b"y")
+    opts = ["uid=1234", "gid=4321", "umask=0022", "mp_umask=0077", "ro", "fsname=mys3", "x=1"]
+    m = start_mount("python", s3_server, bucket, tmp_path / "mnt", pw, opts)
+    try:
+        st = os.stat(m.path / "f")
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (1234, 4321, 0o755)
+        assert stat.S_IMODE(os.stat(m.path / "d").st_mode) == 0o755
+        root = os.stat(m.path)
+        assert (root.st_uid, root.st_gid, stat.S_IMODE(root.st_mode)) == (1234, 4321, 0o700)
+        with pytest.raises(OSError) as e:
+            (m.path / "new").write_bytes(b"no")
+        assert e.value.errno == errno.EROFS
+        assert (m.path / "f").read_bytes() == b"x"
+        mounts = Path("/proc/self/mounts").read_text()
+        assert f"mys3 {m.path} fuse.s3fs " in mounts
+        assert b"ignoring options that do not apply here: x (unknown)" in m.log.read_bytes()
+    finally:
+        assert m.stop() == 0
+
+
+def test_fsname_and_type_are_s3fs_by_default(shared):
+    mounts = Path("/proc/self/mounts").read_text()
+    assert f"s3fs {shared[0].path} fuse.s3fs " in mounts
 
 
 def test_sigterm_during_upload_finishes_it(s3_server, pw, tmp_path, fuse_ok):
