@@ -15,6 +15,7 @@ import posixpath
 import stat
 import threading
 import time
+from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
@@ -104,8 +105,9 @@ class S3Operations(mfusepy.Operations):
         self.retry_interval = retry_interval
         self.uid = os.geteuid()
         self.gid = os.getegid()
-        self._dir_handles = 0
-        self._seen_etags: dict[str, str] = {}  # path → ETag at last open (for keep_cache)
+        # path → ETag when the kernel last cached its pages (for keep_cache); bounded.
+        self._seen_etags: OrderedDict[str, str] = OrderedDict()
+        self._max_seen = max_stat_entries
         self._lock = threading.Lock()
         self.on_init: Any = None  # called with libfuse's `struct fuse *` once mounted
         self.failures = 0  # files that could not be uploaded at unmount
@@ -610,8 +612,15 @@ class S3Operations(mfusepy.Operations):
             etag = f.attr.etag
             fi.keep_cache = 1 if etag and self._seen_etags.get(path) == etag else 0
             if etag:
-                self._seen_etags[path] = etag
+                self._remember_etag(path, etag)
         return 0
+
+    def _remember_etag(self, path: str, etag: str) -> None:
+        """Under self._lock."""
+        self._seen_etags[path] = etag
+        self._seen_etags.move_to_end(path)
+        while len(self._seen_etags) > self._max_seen:
+            self._seen_etags.popitem(last=False)
 
     @operation
     def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
@@ -664,7 +673,7 @@ class S3Operations(mfusepy.Operations):
         self.stats.put(f.path, f.attr)  # what we uploaded: no HEAD needed to know it
         with self._lock:
             if f.attr.etag:
-                self._seen_etags[f.path] = f.attr.etag
+                self._remember_etag(f.path, f.attr.etag)
 
     @operation
     def release(self, path: str, fi: Any) -> int:
