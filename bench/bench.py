@@ -165,6 +165,7 @@ class Bench:
             "bench_cpu": own,
             "other_cpu": max(0.0, mon.machine_busy - server - client - own),
             "peak_rss_mib": mon.usage["client"].peak_rss / bench_report.MIB,
+            "start_rss_mib": mon.usage["client"].start_rss / bench_report.MIB,
         }
 
     def mounted(
@@ -179,7 +180,14 @@ class Bench:
         t0 = time.perf_counter()
         try:
             mount: Mount = start_mount(
-                backend, BUCKET, mnt, self.server.url, self.passwd, log, env=self.backend_env
+                backend,
+                BUCKET,
+                mnt,
+                self.server.url,
+                self.passwd,
+                log,
+                env=self.backend_env,
+                extra_options=self.args.options.get(backend),
             )
         except MountError as exc:
             sample["errors"].append(f"{name}: {exc}")
@@ -238,6 +246,7 @@ class Bench:
         sample["figures"].update(figures)
         usage = self._usage(mon, wall, client_is_self=True)
         usage.pop("peak_rss_mib")  # the benchmark's own memory, not a backend's
+        usage.pop("start_rss_mib")
         sample["usage"][name] = usage
         sample["requests"][name] = self.server_log.count(mark, BUCKET)
         say(f"direct {name:6} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
@@ -293,6 +302,7 @@ class Bench:
             streaming = [s["usage"][w] for w in ("read", "write") if w in s["usage"]]
             if streaming:
                 s["figures"]["peak_rss_mib"] = max(u["peak_rss_mib"] for u in streaming)
+                s["figures"]["start_rss_mib"] = min(u["start_rss_mib"] for u in streaming)
             self.raw[backend].append(s)
 
     def cleanup(self) -> None:
@@ -321,7 +331,12 @@ class Bench:
                 "the read object is random data uploaded as a 16 MiB-part multipart upload",
                 "moto runs with MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=1 GiB (objects held in memory)",
                 "both backends mount with the same options: passwd_file, url, "
-                "use_path_request_style (no cache or tuning options)",
+                "use_path_request_style"
+                + (
+                    f"; extra options: {self.args.options}"
+                    if any(self.args.options.values())
+                    else " (no cache or tuning options)"
+                ),
             ],
             "raw": self.raw,
         }
@@ -413,6 +428,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="REV",
         help="benchmark the python backend as of this commit (git archive), not the working tree",
     )
+    p.add_argument(
+        "--python-options",
+        default="",
+        metavar="OPTS",
+        help="extra -o options for the python backend (experiments; recorded in the results)",
+    )
+    p.add_argument("--s3fs-options", default="", metavar="OPTS", help="extra -o options for s3fs")
     p.add_argument("--render", type=Path, metavar="JSON", help="only re-render a saved run")
     args = p.parse_args(argv)
     args.backends = [b for b in args.backends.split(",") if b]
@@ -438,8 +460,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.samples = 1 if args.quick else 3
     if args.samples < 1:
         p.error("--samples must be at least 1")
-    # Only a full, unprofiled run replaces latest.json and RESULTS.md.
+    args.options = {
+        "python": [o for o in args.python_options.split(",") if o],
+        "s3fs": [o for o in args.s3fs_options.split(",") if o],
+    }
+    # Only a full, unprofiled run with default options replaces latest.json and RESULTS.md.
     partial = args.quick or args.profile or len(args.workloads) < len(WORKLOADS)
+    partial = partial or any(args.options.values())
     if args.json is None:
         args.json = RESULTS / ("partial.json" if partial else "latest.json")
     if args.markdown is None and not partial:

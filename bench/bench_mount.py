@@ -118,12 +118,14 @@ def start_mount(
     log: Path,
     timeout: float = 30,
     env: dict[str, str] | None = None,
+    extra_options: list[str] | None = None,
 ) -> Mount:
     """Mount `bucket` with `backend` and wait until the kernel lists the mount."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     if is_mounted(mountpoint):
         unmount(mountpoint)
     options = [f"passwd_file={passwd_file}", f"url={url}", "use_path_request_style"]
+    options += extra_options or []
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             backend_argv(backend, bucket, mountpoint, options),
@@ -174,6 +176,7 @@ class Usage:
     """What a process used during one measured operation."""
 
     peak_rss: int = 0  # bytes
+    start_rss: int = 0  # bytes, as the operation began
     cpu_seconds: float = 0.0
 
 
@@ -252,6 +255,8 @@ class Monitor:
             except psutil.NoSuchProcess:
                 self._cpu0[name] = 0.0
         self._sample()
+        for use in self.usage.values():
+            use.start_rss = use.peak_rss
         self._thread.start()
         return self
 

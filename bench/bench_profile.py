@@ -26,38 +26,45 @@ def available() -> bool:
     return shutil.which("py-spy") is not None
 
 
+RATE = 100  # samples per second and thread
+
+
 class Profiler:
-    """py-spy record on `pid` for the duration of a `with` block.
+    """Two py-spy recordings of `pid` for the duration of a `with` block: `out` with
+    --idle (every thread, blocked or not: wall-clock time, what latency-bound workloads
+    need) and `out.cpu.txt` without (threads on a CPU only)."""
 
-    idle=True also samples threads blocked in system calls (waiting for S3, for
-    /dev/fuse): wall-clock time, which is what latency-bound workloads need.
-    """
-
-    def __init__(self, pid: int, out: Path, idle: bool = True, rate: int = 100) -> None:
+    def __init__(self, pid: int, out: Path) -> None:
         self.out = out
-        self.argv = ["py-spy", "record", "--pid", str(pid), "--rate", str(rate)]
-        self.argv += ["--format", "raw", "--output", str(out), "--threads", "--nonblocking"]
-        if idle:
-            self.argv.append("--idle")
-        self.proc: subprocess.Popen[bytes] | None = None
+        self.cpu_out = out.with_suffix(".cpu.txt")
+        base = ["py-spy", "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw"]
+        base += ["--threads", "--nonblocking"]
+        self.argvs = [
+            [*base, "--idle", "--output", str(out)],
+            [*base, "--output", str(self.cpu_out)],
+        ]
+        self.procs: list[subprocess.Popen[bytes]] = []
 
     def __enter__(self) -> Profiler:
         self.out.parent.mkdir(parents=True, exist_ok=True)
-        self.proc = subprocess.Popen(
-            self.argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
-        )
+        for argv in self.argvs:
+            self.procs.append(
+                subprocess.Popen(
+                    argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True
+                )
+            )
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)  # py-spy writes its output on ^C
-        try:
-            self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        for proc in self.procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)  # py-spy writes its output on ^C
+        for proc in self.procs:
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def parse(path: Path) -> list[tuple[list[str], int]]:
@@ -90,7 +97,13 @@ CATEGORIES = (
     ),
     (
         "parked (idle pool workers, the FUSE loop, lock waits)",
-        ("_worker (concurrent", "wait (threading", "FUSE.__init__", "select (selectors"),
+        (
+            "_worker (concurrent",
+            "wait (threading",
+            "FUSE.__init__",
+            "select (selectors",
+            "GracefulStop._watch",
+        ),
     ),
 )
 CPU = "running Python (CPU, under the GIL)"
@@ -109,45 +122,58 @@ def _thread(frame: str) -> str:
     return re.sub(r"_\d+$", "_N", name)
 
 
-def summarize(path: Path, top: int = 15) -> str:
-    """Where the samples are: by activity, thread, leaf (self) and run_s3fs function (inclusive).
-
-    Sampled with --idle, so percentages are of thread wall-clock time summed over threads.
-    """
+def summarize(path: Path, top: int = 12) -> str:
+    """Thread-seconds by activity, thread, innermost frame and run_s3fs function (from the
+    --idle recording), and CPU-seconds per function (from the .cpu.txt one, if present)."""
     stacks = parse(path)
-    total = sum(c for _, c in stacks) or 1
     kinds: collections.Counter[str] = collections.Counter()
     threads: collections.Counter[str] = collections.Counter()
     leaf: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
-    cpu_ours: collections.Counter[str] = collections.Counter()
     for frames, count in stacks:
         names = [_name(f) for f in frames[1:]]
         if not names:
             continue
         kind = category(names[-1])
         kinds[kind] += count
+        if kind.startswith("parked"):
+            continue  # idle pool workers would swamp everything else
         threads[_thread(frames[0])] += count
         leaf[names[-1]] += count
         for n in set(names):
             if "(run_s3fs/" in n:
                 ours[n] += count
-                if kind == CPU:
+
+    def sec(n: int) -> str:
+        return f"{n / RATE:8.1f}s"
+
+    out = [f"{path.name}: thread-seconds (wall-clock, all threads; {RATE} Hz)", "activity:"]
+    out += [f"  {sec(c)}  {k}" for k, c in kinds.most_common()]
+    out.append("threads (not parked):")
+    out += [f"  {sec(c)}  {t}" for t, c in threads.most_common(6)]
+    out.append("innermost frames (not parked):")
+    out += [f"  {sec(c)}  {name}" for name, c in leaf.most_common(top)]
+    out.append("run_s3fs functions, inclusive (not parked):")
+    out += [f"  {sec(c)}  {name}" for name, c in ours.most_common(top)]
+    cpu_path = path.with_suffix(".cpu.txt")
+    if cpu_path.exists():
+        cpu_total: collections.Counter[str] = collections.Counter()
+        cpu_leaf: collections.Counter[str] = collections.Counter()
+        cpu_ours: collections.Counter[str] = collections.Counter()
+        for frames, count in parse(cpu_path):
+            names = [_name(f) for f in frames[1:]]
+            if not names:
+                continue
+            cpu_total["all"] += count
+            cpu_leaf[names[-1]] += count
+            for n in set(names):
+                if "(run_s3fs/" in n or "(botocore/" in n.split(" ", 1)[-1][:12]:
                     cpu_ours[n] += count
-
-    def pct(n: int) -> str:
-        return f"{n * 100 / total:5.1f}%"
-
-    out = [f"{path.name}: {total} samples (all threads, wall-clock)", "", "activity:"]
-    out += [f"  {pct(c)}  {k}" for k, c in kinds.most_common()]
-    out.append("threads:")
-    out += [f"  {pct(c)}  {t}" for t, c in threads.most_common(6)]
-    out.append("innermost frames:")
-    out += [f"  {pct(c)}  {name}" for name, c in leaf.most_common(top)]
-    out.append("run_s3fs functions (inclusive, any activity):")
-    out += [f"  {pct(c)}  {name}" for name, c in ours.most_common(top)]
-    out.append("run_s3fs functions (inclusive, CPU only):")
-    out += [f"  {pct(c)}  {name}" for name, c in cpu_ours.most_common(top)]
+        out.append(f"on-CPU samples ({cpu_path.name}): {sec(cpu_total['all']).strip()} in all")
+        out.append("  innermost frames:")
+        out += [f"  {sec(c)}  {name}" for name, c in cpu_leaf.most_common(top)]
+        out.append("  run_s3fs/botocore functions, inclusive:")
+        out += [f"  {sec(c)}  {name}" for name, c in cpu_ours.most_common(top)]
     return "\n".join(out) + "\n"
 
 

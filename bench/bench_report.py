@@ -43,6 +43,7 @@ FIGURES = [
     Figure("create_fps", "Create {create} files of 4 KiB", "files/s", True, "create_fps",
            "PUTs one after the other"),
     Figure("peak_rss_mib", "Peak RSS of the backend during the sequential tests", "MiB", False),
+    Figure("start_rss_mib", "RSS of the freshly mounted backend (informational)", "MiB", False),
     Figure("mount_ms", "Mount ready (informational)", "ms", False),
 ]  # fmt: skip
 FIGURE_BY_KEY = {f.key: f for f in FIGURES}
