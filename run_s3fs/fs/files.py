@@ -30,8 +30,8 @@ from run_s3fs.fs.s3 import S3, S3Error
 log = logging.getLogger("run_s3fs.fs.files")
 
 MIB = 1024 * 1024
-BLOCK = 8 * MIB  # the unit of ranged GETs for sequential reads (AWS advises 8–16 MB)
-READAHEAD_MAX = 24 * MIB  # the most fetched ahead of a sequential reader
+BLOCK = 16 * MIB  # the unit of ranged GETs for sequential reads (AWS advises 8–16 MB)
+READAHEAD_MAX = 32 * MIB  # the most fetched ahead of a sequential reader
 RANDOM_READ = 1 * MIB  # the least fetched for a read after a seek
 
 
