@@ -430,7 +430,7 @@ class S3Operations(mfusepy.Operations):
             entries[name] = DirEntry(name, True)
             todo.append((name, common, True))
         for name, attr in known.items():
-            if self.stats.get(posixpath.join(path, name)) is None:
+            if not isinstance(self.stats.get(posixpath.join(path, name)), Attr):
                 self.stats.put(posixpath.join(path, name), attr)
         self._fill_stats(path, todo, entries)
         self.listings.put(path, entries)
@@ -439,7 +439,10 @@ class S3Operations(mfusepy.Operations):
     def _fill_stats(
         self, path: str, todo: list[tuple[str, str, bool]], entries: dict[str, DirEntry]
     ) -> None:
-        pending = [t for t in todo if self.stats.get(posixpath.join(path, t[0])) is None]
+        # A cached absence is overruled by the listing: HEAD those too.
+        pending = [
+            t for t in todo if not isinstance(self.stats.get(posixpath.join(path, t[0])), Attr)
+        ]
 
         def head(item: tuple[str, str, bool]) -> tuple[str, Attr | None, bool]:
             name, key, is_prefix = item
