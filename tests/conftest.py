@@ -193,3 +193,20 @@ def mounter(s3_server: S3Server, passwd_file: Path, tmp_path: Path, require_fuse
     yield mount
     for m in reversed(mounts):
         m.stop()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _remove_guards_left_in_temp(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """Launches guard their mount points (S3FS_GUARD defaults to on), and a guarded
+    directory cannot be deleted: take every guard off at the end, so pytest can clean up."""
+    yield
+    from run_s3fs import guard
+
+    for root, dirs, _files in os.walk(tmp_path_factory.getbasetemp()):
+        for name in dirs:
+            path = Path(root, name)
+            try:
+                if guard.current(path) is not None:
+                    guard.remove(path)
+            except OSError:
+                continue  # a dead mount or a vanished directory: nothing to take off
