@@ -69,7 +69,8 @@ def describe() -> dict[str, str]:
         "mfusepy": _version("mfusepy"),
         "moto": _version("moto"),
         "boto3": _version("boto3"),
-        "run-s3fs commit": commit + (" (run_s3fs/fs modified)" if dirty else ""),
+        # The benchmark's own code; the python backend's source is reported separately.
+        "repository HEAD": commit + (" (run_s3fs/fs modified locally)" if dirty else ""),
     }
 
 
