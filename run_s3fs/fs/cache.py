@@ -74,6 +74,7 @@ class StatCache:
 class DirEntry:
     name: str
     is_dir: bool
+    empty: bool = False  # a zero-byte object: maybe an old-style directory object
 
 
 class ListingCache:

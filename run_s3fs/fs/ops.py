@@ -27,6 +27,7 @@ from run_s3fs.fs import layout
 from run_s3fs.fs.cache import MISSING, DirEntry, ListingCache, ObjectAttrCache, StatCache
 from run_s3fs.fs.files import OpenFile, OpenFiles
 from run_s3fs.fs.layout import Attr, Overrides
+from run_s3fs.fs.prefetch import NOT_LISTED, Prefetcher
 from run_s3fs.fs.s3 import S3, ObjectInfo
 
 log = logging.getLogger("run_s3fs.fs.ops")
@@ -99,6 +100,7 @@ class S3Operations(mfusepy.Operations):
         self.objects = ObjectAttrCache(max_stat_entries)
         self.files = OpenFiles()
         self.heads = ThreadPoolExecutor(max_workers=head_threads, thread_name_prefix="s3-head")
+        self.prefetch = Prefetcher(self.heads, self._fetch_listed, self._store_listed, stat_ttl)
         self.compat_dir = compat_dir
         self.read_only = read_only
         self.kernel_timeout = kernel_timeout
@@ -172,6 +174,21 @@ class S3Operations(mfusepy.Operations):
                 return replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode), size=0)
         return None
 
+    def _fetch_listed(self, key: str, is_prefix: bool) -> Attr | None:
+        """Attributes of an entry a listing showed: a HEAD of its object (or, for a common
+        prefix, of its marker: none makes it an implicit directory)."""
+        info = self.s3.head(key)
+        if is_prefix:
+            if info is None:
+                return layout.implicit_dir_attr(self.uid, self.gid)
+            attr = self._decode(info)
+            return replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode), size=0)
+        return self._decode(info) if info is not None else None
+
+    def _store_listed(self, path: str, attr: Attr | None) -> None:
+        if attr is not None:
+            self.stats.put(path, attr)
+
     def _lookup(self, path: str) -> Attr:
         """Attributes of `path` (raw, before overrides), or ENOENT."""
         if path == "/":
@@ -188,6 +205,13 @@ class S3Operations(mfusepy.Operations):
         listing = self.listings.get(parent)
         if listing is not None and name not in listing:
             raise fuse_error(errno.ENOENT)
+        listed = self.prefetch.lookup(path)
+        if isinstance(listed, Attr):
+            return listed
+        if listed is NOT_LISTED:  # it may have just landed in the cache
+            cached = self.stats.get(path)
+            if isinstance(cached, Attr):
+                return cached
         attr = self._fetch_attr(path)
         if attr is None:
             raise fuse_error(errno.ENOENT)
@@ -201,6 +225,7 @@ class S3Operations(mfusepy.Operations):
     def _changed(self, path: str, exists: bool | None = None, is_dir: bool = False) -> None:
         """Our own change to `path`: forget its attributes; keep the parent's cached
         listing right (`exists` says whether `path` is there now; None: unknown)."""
+        self.prefetch.forget(path)
         self.stats.invalidate(path)
         if exists is None:
             self.listings.invalidate_parent(path)
@@ -389,20 +414,23 @@ class S3Operations(mfusepy.Operations):
             attr = self.stats.get(posixpath.join(path, entry.name))
             if isinstance(attr, Attr):
                 mode = attr.mode
+            elif entry.is_dir:
+                mode = stat.S_IFDIR
             else:
-                mode = stat.S_IFDIR if entry.is_dir else stat.S_IFREG
+                # The listing cannot tell a symlink from a file; an empty object may be an
+                # old-style directory object: "unknown" makes the caller stat it.
+                mode = 0 if entry.empty else stat.S_IFREG
             result.append((entry.name, {"st_mode": mode}, 0))
         return result
 
     def _read_dir(self, path: str) -> dict[str, DirEntry]:
-        """The directory's entries; fills the stat cache with every entry's attributes
-        (HEADs in parallel), so `ls -l` and `find` cost one listing plus one HEAD round.
-        Always a fresh listing: other mounts' new files show at the next `ls`."""
+        """The directory's entries, from a fresh listing (other mounts' new files show at
+        the next `ls`). Attributes are not fetched here (`find` needs only names and
+        kinds); the prefetcher fetches them when lookups ask (`ls -l`)."""
         prefix = self._dkey(path)
         listing = self.s3.list_dir(prefix)
         entries: dict[str, DirEntry] = {}
-        todo: list[tuple[str, str, bool]] = []  # (name, key, from a common prefix)
-        known: dict[str, Attr] = {}  # unchanged objects whose attributes we have
+        todo: dict[str, tuple[str, bool]] = {}  # name → (key, from a common prefix)
         for item in listing.files:
             name = layout.child_name(item.key, prefix)
             if name is None:
@@ -413,13 +441,17 @@ class S3Operations(mfusepy.Operations):
                     if base:
                         entries.setdefault(base, DirEntry(base, True))
                 continue
+            child = posixpath.join(path, name)
             attr = self.objects.get(item.key, item.etag, _seconds(item.last_modified))
             if attr is not None:
-                known[name] = attr
+                # Unchanged since we last saw it: its attributes are as good as fetched
+                # now (a fresh TTL, or a long `ls -l` outlives the earlier entries).
                 entries[name] = DirEntry(name, attr.is_dir)
-            else:
-                entries[name] = DirEntry(name, False)
-                todo.append((name, item.key, False))
+                self.stats.put(child, attr)
+                continue
+            entries[name] = DirEntry(name, False, empty=item.size == 0)
+            if self._unknown(child):
+                todo[name] = (item.key, False)
         for common in listing.prefixes:
             name = layout.child_name(common, prefix)
             if name is None:
@@ -428,43 +460,19 @@ class S3Operations(mfusepy.Operations):
                 # Both `x` and `x/…` exist: the object wins, as in s3fs.
                 continue
             entries[name] = DirEntry(name, True)
-            todo.append((name, common, True))
-        for name, attr in known.items():
-            if not isinstance(self.stats.get(posixpath.join(path, name)), Attr):
-                self.stats.put(posixpath.join(path, name), attr)
-        self._fill_stats(path, todo, entries)
+            if self._unknown(posixpath.join(path, name)):
+                todo[name] = (common, True)
+        self.prefetch.listed(path, todo)
         self.listings.put(path, entries)
         return self._with_local(path, entries)
 
-    def _fill_stats(
-        self, path: str, todo: list[tuple[str, str, bool]], entries: dict[str, DirEntry]
-    ) -> None:
-        # A cached absence is overruled by the listing: HEAD those too.
-        pending = [
-            t for t in todo if not isinstance(self.stats.get(posixpath.join(path, t[0])), Attr)
-        ]
-
-        def head(item: tuple[str, str, bool]) -> tuple[str, Attr | None, bool]:
-            name, key, is_prefix = item
-            info = self.s3.head(key)
-            if is_prefix:
-                if info is None:
-                    return name, layout.implicit_dir_attr(self.uid, self.gid), True
-                attr = self._decode(info)
-                return name, replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode)), True
-            return name, (self._decode(info) if info is not None else None), False
-
-        for future in [self.heads.submit(head, item) for item in pending]:
-            try:
-                name, attr, _is_prefix = future.result()
-            except OSError as e:
-                log.info("readdir %s: HEAD failed: %s", path, e)
-                continue
-            if attr is None:  # deleted between LIST and HEAD
-                entries.pop(name, None)
-                continue
-            entries[name] = DirEntry(name, attr.is_dir)
-            self.stats.put(posixpath.join(path, name), attr)
+    def _unknown(self, path: str) -> bool:
+        """True if `path`'s attributes are not cached. A cached absence is overruled by
+        the listing that shows the entry (forgotten, so the next lookup asks S3)."""
+        cached = self.stats.get(path)
+        if cached is MISSING:
+            self.stats.invalidate(path)
+        return not isinstance(cached, Attr)
 
     def _with_local(self, path: str, entries: dict[str, DirEntry]) -> dict[str, DirEntry]:
         """Add files created here whose first upload has not happened yet."""
@@ -523,6 +531,7 @@ class S3Operations(mfusepy.Operations):
             raise fuse_error(errno.ENOTEMPTY)
         self._delete_dir_objects(path)
         self._changed(path, exists=False)
+        self.prefetch.forget_tree(path)
         self.listings.invalidate_tree(path)
         self.stats.put(path, None)
         return 0
@@ -799,6 +808,7 @@ class S3Operations(mfusepy.Operations):
             self._rename_file(old, new, src)
         for p, exists in ((old, False), (new, True)):
             self._changed(p, exists=exists, is_dir=src.is_dir)
+            self.prefetch.forget_tree(p)
             self.stats.invalidate_tree(p)
             self.listings.invalidate_tree(p)
         return 0

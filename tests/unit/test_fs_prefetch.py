@@ -1,0 +1,129 @@
+"""The prefetcher: attributes of listed entries fetched on demand, each HEAD made once."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from run_s3fs.fs.layout import Attr
+from run_s3fs.fs.prefetch import FAN_OUT_AFTER, NOT_LISTED, Prefetcher
+
+
+def attr(size: int) -> Attr:
+    return Attr(0o100644, size, 0, 0, 0, 0, 0)
+
+
+class Recorder:
+    def __init__(self, gate: threading.Event | None = None) -> None:
+        self.fetched: list[tuple[str, bool]] = []
+        self.stored: dict[str, Attr | None] = {}
+        self.gate = gate
+        self.lock = threading.Lock()
+
+    def fetch(self, key: str, is_prefix: bool) -> Attr | None:
+        if self.gate is not None:
+            self.gate.wait(5)
+        with self.lock:
+            self.fetched.append((key, is_prefix))
+        return None if key.endswith("gone") else attr(len(key))
+
+    def store(self, path: str, a: Attr | None) -> None:
+        self.stored[path] = a
+
+
+@pytest.fixture
+def pool():
+    with ThreadPoolExecutor(4) as p:
+        yield p
+
+
+def test_unlisted_paths_are_not_handled(pool):
+    rec = Recorder()
+    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    assert pf.lookup("/d/x") is NOT_LISTED
+    pf.listed("/d", {"a": ("d/a", False)})
+    assert pf.lookup("/d/b") is NOT_LISTED
+    assert pf.lookup("/other/a") is NOT_LISTED
+    assert rec.fetched == []
+
+
+def test_one_lookup_fetches_one_entry_then_a_kind_fans_out(pool):
+    rec = Recorder()
+    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    files = {f"f{i}": (f"d/f{i}", False) for i in range(10)}
+    pf.listed("/d", {**files, "sub": ("d/sub/", True)})
+    assert pf.lookup("/d/f0") == attr(len("d/f0"))
+    assert rec.fetched == [("d/f0", False)]  # a single `stat`: a single HEAD
+    assert FAN_OUT_AFTER == 2
+    assert pf.lookup("/d/f5") == attr(len("d/f5"))
+    pool.shutdown(wait=True)
+    # every file once, the directory not (a different kind, not asked for)
+    assert sorted(k for k, _ in rec.fetched) == sorted(k for k, _ in files.values())
+    assert set(rec.stored) == {f"/d/f{i}" for i in range(10)}
+    # fetched entries are no longer the prefetcher's business: the stat cache has them
+    assert pf.lookup("/d/f7") is NOT_LISTED
+
+
+def test_concurrent_lookups_share_one_fetch(pool):
+    gate = threading.Event()
+    rec = Recorder(gate)
+    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf.listed("/d", {"a": ("d/a", False)})
+    results: list = []
+    threads = [threading.Thread(target=lambda: results.append(pf.lookup("/d/a"))) for _ in range(5)]
+    for t in threads:
+        t.start()
+    gate.set()
+    for t in threads:
+        t.join(5)
+    assert rec.fetched == [("d/a", False)]
+    assert results == [attr(len("d/a"))] * 5
+
+
+def test_gone_entries_and_errors(pool):
+    rec = Recorder()
+    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf.listed("/d", {"gone": ("d/gone", False)})
+    assert pf.lookup("/d/gone") is None  # deleted since the listing: the caller asks anew
+
+    def failing(key: str, is_prefix: bool) -> Attr | None:
+        raise OSError(5, "boom")
+
+    pf = Prefetcher(pool, failing, rec.store, ttl=60)
+    pf.listed("/d", {"a": ("d/a", False)})
+    with pytest.raises(OSError):
+        pf.lookup("/d/a")
+    assert "/d/a" not in rec.stored
+
+
+def test_forget_drops_listed_entries_and_stale_results(pool):
+    gate = threading.Event()
+    rec = Recorder(gate)
+    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf.listed("/d", {"a": ("d/a", False), "b": ("d/b", False)})
+    pf.forget("/d/a")
+    assert pf.lookup("/d/a") is NOT_LISTED
+    # a fetch that started before our own change is not cached
+    got: list = []
+    t = threading.Thread(target=lambda: got.append(pf.lookup("/d/b")))
+    t.start()
+    while not pf._pending:  # the lookup has claimed it
+        pass
+    pf.forget("/d/b")
+    gate.set()
+    t.join(5)
+    assert got == [attr(len("d/b"))]
+    assert rec.stored == {}
+
+
+def test_forget_tree_and_expiry(pool):
+    rec = Recorder()
+    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf.listed("/d/e", {"a": ("d/e/a", False)})
+    pf.forget_tree("/d")
+    assert pf.lookup("/d/e/a") is NOT_LISTED
+    expired = Prefetcher(pool, rec.fetch, rec.store, ttl=-1)
+    expired.listed("/d", {"a": ("d/a", False)})
+    assert expired.lookup("/d/a") is NOT_LISTED
