@@ -7,6 +7,7 @@ them holds a key.
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 from dataclasses import dataclass, field
@@ -25,8 +26,34 @@ class Credentials:
         return f"Credentials(source={self.source!r})"
 
 
-def _check_permissions(path: str) -> None:
-    st = os.stat(path)
+def _open_private(path: str) -> int:
+    """Open the passwd file for reading, refusing a symlink or anything but a regular file.
+
+    The mode checked is the opened file's own (fstat), so the file cannot be swapped between
+    the check and the read; O_NONBLOCK keeps a FIFO from hanging the open.
+    """
+    if stat.S_ISLNK(os.lstat(path).st_mode):
+        raise ConfigError(f"credentials file {path} is a symbolic link; give the file itself.")
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as e:
+        if e.errno == errno.ELOOP:  # became a link since the lstat
+            raise ConfigError(
+                f"credentials file {path} is a symbolic link; give the file itself."
+            ) from None
+        raise
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(f"credentials file {path} is not a regular file.")
+        _check_permissions(path, st)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _check_permissions(path: str, st: os.stat_result) -> None:
     mode = stat.S_IMODE(st.st_mode)
     if mode & stat.S_IRWXO:
         raise ConfigError(f"credentials file {path} should not have others permissions.")
@@ -40,13 +67,14 @@ def _check_permissions(path: str) -> None:
 def read_passwd_file(path: str, bucket: str) -> Credentials:
     """`ACCESS:SECRET` (any bucket) or `BUCKET:ACCESS:SECRET` lines; `#` comments."""
     try:
-        _check_permissions(path)
-        with open(path, encoding="utf-8") as f:
+        with open(_open_private(path), encoding="utf-8") as f:
             lines = f.read().splitlines()
     except FileNotFoundError:
         raise ConfigError(f"could not open passwd file {path}: no such file") from None
     except OSError as e:
         raise ConfigError(f"could not open passwd file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"passwd file {path} is not text (UTF-8)") from None
     default: tuple[str, str] | None = None
     for number, line in enumerate(lines, 1):
         line = line.rstrip("\r")

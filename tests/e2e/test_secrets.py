@@ -290,11 +290,6 @@ def test_backend_refuses_a_passwd_file_others_can_read(
     assert not leaks(out)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="run_s3fs/fs/credentials.py _check_permissions uses os.stat (follows the link) and "
-    "the file is opened without O_NOFOLLOW: a symlinked passwd_file is accepted",
-)
 def test_backend_refuses_a_symlinked_passwd_file(
     s3_server: S3Server, bucket: str, tmp_path: Path, require_fuse: None
 ) -> None:
