@@ -122,19 +122,33 @@ def root_attr(opts: Options, st: os.stat_result):
     return Attr(stat.S_IFDIR | perm, 0, uid, gid, st.st_mtime_ns, st.st_ctime_ns, st.st_atime_ns)
 
 
-def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result) -> int:
+def prepare_spool(opts: Options) -> str:
+    """The private spool directory for written data, made before mounting so that an
+    unusable `tmpdir` is a one-line error at start rather than EIO on every write."""
+    from run_s3fs.fs.files import make_spool_dir
+
+    try:
+        return make_spool_dir(opts.tmpdir)
+    except OSError as e:
+        where = f"tmpdir={opts.tmpdir}" if opts.tmpdir else "the temporary directory"
+        detail = f"{e.strerror}: {e.filename}" if e.filename else (e.strerror or str(e))
+        raise CantCreateError(
+            f"cannot make the spool directory under {where} ({detail}); "
+            "give -o tmpdir=DIR, a writable local directory"
+        ) from None
+
+
+def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spool_dir: str) -> int:
     # mfusepy picks a libfuse when imported; without this it finds libfuse2 (s3fs's).
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     import mfusepy
 
-    from run_s3fs.fs.files import make_spool_dir
     from run_s3fs.fs.layout import Overrides
     from run_s3fs.fs.ops import S3Operations
     from run_s3fs.fs.s3 import S3
     from run_s3fs.fs.shutdown import GracefulStop
 
     s3 = S3(s3_settings(opts), creds)
-    spool_dir = make_spool_dir(opts.tmpdir)
     ops = S3Operations(
         s3,
         prefix=opts.prefix,
@@ -226,10 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         creds = credentials.load(opts.passwd_file, opts.bucket)
         st = check_mountpoint(opts.mountpoint)
         probe_bucket(opts, creds)
+        spool_dir = prepare_spool(opts)
     except LauncherError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
-    return serve(opts, creds, st)
+    return serve(opts, creds, st, spool_dir)
 
 
 if __name__ == "__main__":

@@ -7,12 +7,16 @@ drop-in must not fail a mount over a tuning knob). Malformed values are usage er
 
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
+from urllib.parse import urlsplit
 
 from run_s3fs.errors import UsageError
 
 MIB = 1024 * 1024
+MAX_ID = 2**32 - 2  # uid/gid: (uid_t)-1 means "no change" to the kernel
+MAX_PART_MB = 5 * 1024  # S3's largest part
 
 # s3fs options that make sense only for s3fs's own machinery (curl, its disk cache,
 # IAM roles, SSE…): accepted, reported as ignored.
@@ -117,7 +121,9 @@ class Options:
     ignored: tuple[str, ...] = field(default=())
 
 
-def _int(name: str, value: str, base: int = 10, minimum: int = 0) -> int:
+def _int(
+    name: str, value: str, base: int = 10, minimum: int = 0, maximum: int | None = None
+) -> int:
     try:
         number = int(value, base)
     except ValueError:
@@ -125,6 +131,8 @@ def _int(name: str, value: str, base: int = 10, minimum: int = 0) -> int:
         raise UsageError(f"-o {name}={value}: must be {kind}") from None
     if number < minimum:
         raise UsageError(f"-o {name}={value}: must be at least {minimum}")
+    if maximum is not None and number > maximum:
+        raise UsageError(f"-o {name}={value}: must be at most {maximum}")
     return number
 
 
@@ -133,6 +141,8 @@ def _float(name: str, value: str) -> float:
         number = float(value)
     except ValueError:
         raise UsageError(f"-o {name}={value}: must be a number of seconds") from None
+    if not math.isfinite(number):  # nan/inf reach timeouts and sleeps, which refuse them
+        raise UsageError(f"-o {name}={value}: must be a finite number of seconds")
     if number < 0:
         raise UsageError(f"-o {name}={value}: must not be negative")
     return number
@@ -212,19 +222,30 @@ def parse_args(argv: list[str]) -> Options:
     return Options(**values, ignored=tuple(ignored))
 
 
+def _url(value: str) -> str:
+    """An http(s) endpoint with a host, without the trailing slash."""
+    try:
+        parts = urlsplit(value)
+        parts.port  # noqa: B018 - raises ValueError for a malformed port
+    except ValueError as e:
+        raise UsageError(f"-o url={value}: not a valid URL ({e})") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise UsageError(f"-o url={value}: must be http://HOST[:PORT] or https://HOST[:PORT]")
+    return value.rstrip("/")
+
+
 def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> None:
     def need() -> str:
         if value is None or value == "":
             raise UsageError(f"-o {name} needs a value ({name}=…)")
         return value
 
+    if not name:
+        raise UsageError(f"-o ={value}: an option without a name")
     if name == "passwd_file":
         values["passwd_file"] = need()
     elif name == "url":
-        url = need().rstrip("/")
-        if "://" not in url:
-            raise UsageError(f"-o url={url}: must start with http:// or https://")
-        values["url"], values["url_given"] = url, True
+        values["url"], values["url_given"] = _url(need()), True
     elif name == "use_path_request_style":
         values["use_path_request_style"] = True
     elif name in ("endpoint", "region"):
@@ -238,13 +259,14 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
     elif name == "mp_umask":
         values["mp_umask"] = _umask(name, need())
     elif name in ("uid", "gid"):
-        values[name] = _int(name, need())
+        values[name] = _int(name, need(), maximum=MAX_ID)
     elif name == "stat_cache_expire":
         values["stat_cache_expire"] = _float(name, need())
     elif name == "max_stat_cache_size":
         values["max_stat_cache_size"] = _int(name, need())
     elif name == "multipart_size":
-        size = _int(name, need(), minimum=5)  # MB, as s3fs; S3's minimum part is 5 MiB
+        # MB, as s3fs; S3's parts are 5 MiB to 5 GiB
+        size = _int(name, need(), minimum=5, maximum=MAX_PART_MB)
         values["multipart_size"] = size * MIB
     elif name == "multipart_threshold":
         values["multipart_threshold"] = _int(name, need(), minimum=5) * MIB
