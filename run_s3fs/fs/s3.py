@@ -33,6 +33,7 @@ from botocore.exceptions import (
 )
 
 from run_s3fs.fs.credentials import Credentials
+from run_s3fs.fs.lighthead import FALLBACK, LightHead, ServerError
 
 log = logging.getLogger("run_s3fs.fs.s3")
 
@@ -175,6 +176,7 @@ class S3:
             aws_session_token=creds.session_token,
         )
         self.client = session.client("s3", endpoint_url=settings.url, config=config)
+        self._light = LightHead(self.client, self.bucket, settings.retries)
         self.transfers = ThreadPoolExecutor(
             max_workers=settings.transfer_threads, thread_name_prefix="s3-transfer"
         )
@@ -219,11 +221,20 @@ class S3:
     def head(self, key: str) -> ObjectInfo | None:
         """The object's headers, or None if there is no such key."""
         try:
-            r = self._call(f"HEAD {key}", self.client.head_object, Key=key)
-        except S3Error as e:
-            if e.errno == errno.ENOENT:
-                return None
-            raise
+            r = self._light.head(key)
+        except ServerError as e:
+            number = _ERRNO_BY_CODE.get(str(e.status), errno.EIO)
+            raise S3Error(number, f"HEAD {key}: {e.status} (server error)", str(e.status)) from None
+        if r is None:
+            return None
+        if r is FALLBACK:
+            try:
+                r = self._call(f"HEAD {key}", self.client.head_object, Key=key)
+            except S3Error as e:
+                if e.errno == errno.ENOENT:
+                    return None
+                raise
+        assert isinstance(r, dict)
         return ObjectInfo(
             key=key,
             size=int(r.get("ContentLength", 0)),
