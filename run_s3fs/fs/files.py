@@ -1,5 +1,6 @@
-"""Open files: reads through ranged GETs with read-ahead, writes spooled to local disk and
-uploaded on flush/fsync (close), with s3fs's metadata headers.
+"""Open files: sequential reads through one streaming GET, other reads through ranged GETs;
+writes spooled to local disk and uploaded on flush/fsync (close), with s3fs's metadata
+headers.
 
 No data loss: once a file has been written, its content lives in a private spool file
 until an upload has succeeded. A failed upload is an error for the caller of
@@ -19,20 +20,21 @@ import stat
 import tempfile
 import threading
 import time
-from concurrent.futures import Future
 from dataclasses import replace
 from typing import BinaryIO
 
 from run_s3fs.fs import layout
 from run_s3fs.fs.layout import Attr
 from run_s3fs.fs.s3 import S3, S3Error
+from run_s3fs.fs.stream import Stream, StreamFailed
 
 log = logging.getLogger("run_s3fs.fs.files")
 
 MIB = 1024 * 1024
-BLOCK = 16 * MIB  # the unit of ranged GETs for sequential reads (AWS advises 8–16 MB)
-READAHEAD_MAX = 32 * MIB  # the most fetched ahead of a sequential reader
-RANDOM_READ = 1 * MIB  # the least fetched for a read after a seek
+RANDOM_READ = 1 * MIB  # the least fetched for a read after a seek (and for small files)
+# The kernel sends a stream's reads (read-ahead) from several threads: one that lands at
+# most this far past the previous read's end still continues it.
+SEQUENTIAL_SLACK = 8 * MIB
 
 
 def make_spool_dir(base: str | None) -> str:
@@ -65,9 +67,7 @@ class OpenFile:
         self.dirty = new  # a created file must reach S3 even if nothing is written
         self.unlinked = False
         self.times_set = False  # utimens while dirty: keep those times at upload
-        self._blocks: dict[int, Future[bytes]] = {}
-        self._ahead = 0  # blocks fetched beyond the one being read
-        self._stream_pos = 0  # where the sequential reader is
+        self._stream: Stream | None = None  # the sequential reader's GET
         self._last_end = 0  # where the previous read ended
         self._random: tuple[int, bytes] = (0, b"")  # the last seek's data
         if new:
@@ -93,59 +93,54 @@ class OpenFile:
     def _read_remote(self, offset: int, end: int) -> bytes:
         """Bytes [offset, end) of the object.
 
-        A sequential reader is served from blocks fetched ahead, in parallel and in the
-        background, in a window that doubles up to READAHEAD_MAX. The kernel sends a
-        stream's reads from several threads at once, slightly out of order, so "near
-        the stream's position" counts as sequential. Other reads are one ranged GET
-        each and leave the stream alone. Memory per open file stays within the window.
+        A read that continues the previous one (or starts the file), give or take the
+        kernel's reordering, is sequential: it and the reads after it come from one
+        streaming GET (see stream.py), started where the previous read ended. Other reads
+        are one ranged GET each, a little larger than asked, since the kernel splits
+        one read(2) into several requests and the rest of them will follow. Reads from
+        behind a stream (the kernel's requests arrive slightly out of order) leave it
+        alone; a jump ahead of it drops it.
         """
-        near = abs(offset - self._stream_pos) <= 2 * BLOCK
         start, buffered = self._random
+        stream = self._stream
         if start <= offset and end <= start + len(buffered):
-            self._last_end = end
-            return buffered[offset - start : end - start]
-        if not near and offset != self._last_end:
-            # A seek: one GET, a little larger than asked, since the kernel splits one
-            # read(2) into several requests and the rest of them will follow.
+            data = buffered[offset - start : end - start]
+        elif stream is not None and stream.covers(offset):
+            data = self._from_stream(stream, offset, end)
+        elif (
+            self._last_end <= offset <= self._last_end + SEQUENTIAL_SLACK
+            and self.attr.size - self._last_end > RANDOM_READ
+        ):
+            self._drop_stream()
+            at = self._last_end
+            body = self.s3.get_stream(self.key, at)
+            self._stream = Stream(body, at, self.attr.size, f"GET {self.key} [{at}-]")
+            data = self._from_stream(self._stream, offset, end)
+        else:
+            if stream is not None and offset > stream.fetched:
+                self._drop_stream()
             length = min(max(end - offset, RANDOM_READ), self.attr.size - offset)
             self._random = (offset, self.s3.get_range(self.key, offset, length))
-            self._last_end = end
-            return self._random[1][: end - offset]
-        if not near:  # a new stream starts where the previous read ended
-            self._drop_readahead()
-            self._stream_pos = offset
+            data = self._random[1][: end - offset]
         self._last_end = end
-        first, last = offset // BLOCK, (end - 1) // BLOCK
-        if last + self._ahead not in self._blocks:
-            self._ahead = min(max(self._ahead * 2, 1), READAHEAD_MAX // BLOCK)
-        final = (self.attr.size - 1) // BLOCK
-        for number in [n for n in self._blocks if n < first - 1]:
-            self._blocks.pop(number).cancel()
-        for number in range(first, min(last + self._ahead, final) + 1):
-            if number not in self._blocks:
-                start = number * BLOCK
-                length = min(BLOCK, self.attr.size - start)
-                self._blocks[number] = self.s3.transfers.submit(
-                    self.s3.get_range, self.key, start, length
-                )
-        self._stream_pos = max(self._stream_pos, end)
-        parts = []
-        for number in range(first, last + 1):
-            try:
-                block = self._blocks[number].result()
-            except BaseException:
-                self._blocks.pop(number, None)  # not kept: the next read tries again
-                raise
-            lo = max(offset - number * BLOCK, 0)
-            hi = min(end - number * BLOCK, BLOCK)
-            parts.append(block[lo:hi])
-        return b"".join(parts)
+        return data
+
+    def _from_stream(self, stream: Stream, offset: int, end: int) -> bytes:
+        try:
+            return stream.read(offset, end)
+        except StreamFailed as e:
+            # A ranged GET (with its retries) for this read; the next one starts anew.
+            log.info("%s: reading on with ranged GETs: %s", self.path, e)
+            self._drop_stream()
+            return self.s3.get_range(self.key, offset, end - offset)
+
+    def _drop_stream(self) -> None:
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
 
     def _drop_readahead(self) -> None:
-        for future in self._blocks.values():
-            future.cancel()
-        self._blocks.clear()
-        self._ahead = 0
+        self._drop_stream()
         self._random = (0, b"")
 
     # --- writing ----------------------------------------------------------------------

@@ -297,6 +297,14 @@ class S3:
 
         return self._with_body_retries(what, once)
 
+    def get_stream(self, key: str, start: int) -> Any:
+        """The unread body of a GET from `start` to the end of the object (a plain GET
+        from 0): read it as far as needed, then close it."""
+        kwargs: dict[str, Any] = {"Key": key}
+        if start:
+            kwargs["Range"] = f"bytes={start}-"
+        return self._call(f"GET {key} [{start}-]", self.client.get_object, **kwargs)["Body"]
+
     def download(self, key: str, out: BinaryIO, size: int) -> None:
         """The whole object into `out` (a file opened for writing), parallel ranged GETs."""
         chunk = self.settings.part_size

@@ -1,0 +1,137 @@
+"""Request economy of the bundled backend, mounted for real: a sequential read is one
+streaming GET, `find` makes no HEAD per file, `ls -l` one HEAD per entry and no more;
+reads that jump around stay correct."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import uuid
+from pathlib import Path
+
+import pytest
+from conftest import ACCESS_KEY, SECRET_KEY, fuse_usable, start_mount
+from faultproxy import FaultProxy
+
+MIB = 1024 * 1024
+BIG = os.urandom(40 * MIB + 4321)  # 3 GETs in 16 MiB blocks; 1 as a stream
+FILE_META = {"mode": "33188", "uid": "0", "gid": "0", "mtime": "1700000000"}
+DIR_META = {"mode": "16877", "uid": "0", "gid": "0", "mtime": "1700000000"}
+
+
+@pytest.fixture(scope="module")
+def env(s3_server, tmp_path_factory):
+    reason = fuse_usable()
+    if reason:
+        pytest.skip(reason)
+    pw = tmp_path_factory.mktemp("pw") / "passwd"
+    fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"perf-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    client.put_object(Bucket=bucket, Key="big.bin", Body=BIG, Metadata=FILE_META)
+    for d in range(3):
+        client.put_object(
+            Bucket=bucket,
+            Key=f"tree/d{d}/",
+            Body=b"",
+            ContentType="application/x-directory",
+            Metadata=DIR_META,
+        )
+        for i in range(15):
+            client.put_object(
+                Bucket=bucket, Key=f"tree/d{d}/f{i:02d}", Body=b"x" * i, Metadata=FILE_META
+            )
+    proxy = FaultProxy(s3_server.url).start()
+    mount = start_mount(
+        "python",
+        s3_server,
+        bucket,
+        tmp_path_factory.mktemp("m") / "mnt",
+        pw,
+        [f"url={proxy.url}"],
+    )
+    yield mount.path, proxy
+    mount.stop()
+    proxy.stop()
+
+
+def requests_for(proxy: FaultProxy, action) -> tuple[int, object]:
+    before = proxy.stats.requests
+    result = action()
+    return proxy.stats.requests - before, result
+
+
+def test_a_sequential_read_is_one_get(env):
+    mnt, proxy = env
+    os.stat(mnt / "big.bin")  # the lookup's HEAD, not counted below
+
+    def read_all() -> bytes:
+        with open(mnt / "big.bin", "rb", buffering=0) as f:
+            return b"".join(iter(lambda: f.read(MIB), b""))
+
+    count, data = requests_for(proxy, read_all)
+    assert data == BIG
+    assert count <= 2, count  # one streaming GET (and at most a fresh HEAD at open)
+
+
+def test_reads_that_jump_around_are_correct(env):
+    mnt, _proxy = env
+    fd = os.open(mnt / "big.bin", os.O_RDONLY)
+    try:
+        offsets = [5 * MIB + 3, 100, 20 * MIB, 20 * MIB + 4096, 3 * MIB, len(BIG) - 10, 0]
+        for off in offsets:
+            assert os.pread(fd, 70_000, off) == BIG[off : off + 70_000], off
+        # then sequentially from the middle to the end
+        pos, parts = 7 * MIB + 5, []
+        while chunk := os.pread(fd, MIB, pos):
+            parts.append(chunk)
+            pos += len(chunk)
+        assert b"".join(parts) == BIG[7 * MIB + 5 :]
+    finally:
+        os.close(fd)
+
+
+def test_find_makes_no_head_per_file(env):
+    mnt, proxy = env
+
+    def find() -> list[str]:
+        out = subprocess.run(["find", str(mnt / "tree")], capture_output=True, check=True)
+        return out.stdout.decode().splitlines()
+
+    count, lines = requests_for(proxy, find)
+    assert len(lines) == 1 + 3 + 45
+    # tree: lookup (HEAD tree, one-key LIST, HEAD tree/) + LIST; per directory: its
+    # marker's HEAD + LIST. A HEAD per file would be 45 more.
+    assert count <= 4 + 3 * 2 + 2, count
+
+
+def test_ls_l_heads_each_entry_once(env):
+    mnt, proxy = env
+    d = mnt / "tree" / "d1"
+
+    def ls() -> list[str]:
+        out = subprocess.run(["ls", "-l", str(d)], capture_output=True, check=True)
+        return out.stdout.decode().splitlines()
+
+    count, lines = requests_for(proxy, ls)
+    assert len(lines) == 16 and all(line.startswith("-rw-r--r--") for line in lines[1:])
+    assert count <= 1 + 15 + 2, count  # LIST + a HEAD per entry (+ slack for a lookup)
+    count, _ = requests_for(proxy, ls)
+    assert count <= 2, count  # a fresh LIST; attributes of unchanged entries are kept
+
+
+def test_readdir_types_come_from_the_listing(env):
+    mnt, _proxy = env
+    kinds = {e.name: e.is_dir(follow_symlinks=False) for e in os.scandir(mnt / "tree")}
+    assert kinds == {"d0": True, "d1": True, "d2": True}
+    (mnt / "tree" / "d0" / "link").symlink_to("f01")
+    try:
+        # exact once the entry's attributes are known (here: our own symlink)
+        entry = next(e for e in os.scandir(mnt / "tree" / "d0") if e.name == "link")
+        assert entry.is_symlink()
+        assert Path(mnt / "tree" / "d0" / "link").read_bytes() == b"x"
+    finally:
+        (mnt / "tree" / "d0" / "link").unlink()
