@@ -145,6 +145,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
 
     from run_s3fs.fs.layout import Overrides
     from run_s3fs.fs.ops import S3Operations
+    from run_s3fs.fs.readahead import raise_readahead
     from run_s3fs.fs.s3 import S3
     from run_s3fs.fs.shutdown import GracefulStop
 
@@ -164,7 +165,12 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
         retry_interval=max(opts.upload_retry_interval, 1.0),
     )
     stop = GracefulStop(ops.busy, opts.shutdown_grace)
-    ops.on_init = stop.session_started
+
+    def started(fuse_ptr: int | None) -> None:
+        stop.session_started(fuse_ptr)
+        raise_readahead(opts.mountpoint)
+
+    ops.on_init = started
     state = {"destroyed": False, "failures": 0}
     original_destroy = ops.destroy
 

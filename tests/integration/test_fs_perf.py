@@ -135,3 +135,12 @@ def test_readdir_types_come_from_the_listing(env):
         assert Path(mnt / "tree" / "d0" / "link").read_bytes() == b"x"
     finally:
         (mnt / "tree" / "d0" / "link").unlink()
+
+
+def test_kernel_read_ahead_is_raised_to_a_mib(env):
+    mnt, _proxy = env
+    dev = os.stat(mnt).st_dev
+    knob = Path(f"/sys/class/bdi/{os.major(dev)}:{os.minor(dev)}/read_ahead_kb")
+    if os.geteuid() != 0 or not os.access(knob, os.W_OK):
+        pytest.skip("needs root and a writable /sys")
+    assert int(knob.read_text()) >= 1024  # 1 MiB read requests, not 128 KiB
