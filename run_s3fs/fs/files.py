@@ -113,14 +113,14 @@ class OpenFile:
         ):
             self._drop_stream()
             at = self._last_end
-            body = self.s3.get_stream(self.key, at)
+            body = self.s3.get_stream(self.key, at, self.attr.etag)
             self._stream = Stream(body, at, self.attr.size, f"GET {self.key} [{at}-]")
             data = self._from_stream(self._stream, offset, end)
         else:
             if stream is not None and offset > stream.fetched:
                 self._drop_stream()
             length = min(max(end - offset, RANDOM_READ), self.attr.size - offset)
-            self._random = (offset, self.s3.get_range(self.key, offset, length))
+            self._random = (offset, self.s3.get_range(self.key, offset, length, self.attr.etag))
             data = self._random[1][: end - offset]
         self._last_end = end
         return data
@@ -132,7 +132,7 @@ class OpenFile:
             # A ranged GET (with its retries) for this read; the next one starts anew.
             log.info("%s: reading on with ranged GETs: %s", self.path, e)
             self._drop_stream()
-            return self.s3.get_range(self.key, offset, end - offset)
+            return self.s3.get_range(self.key, offset, end - offset, self.attr.etag)
 
     def _drop_stream(self) -> None:
         if self._stream is not None:
@@ -155,7 +155,7 @@ class OpenFile:
             spool = self._new_spool()
             try:
                 if self.attr.size:
-                    self.s3.download(self.key, spool, self.attr.size)
+                    self.s3.download(self.key, spool, self.attr.size, self.attr.etag)
                     spool.flush()
             except BaseException:
                 spool.close()

@@ -352,6 +352,7 @@ class S3Operations(mfusepy.Operations):
         meta = layout.encode_meta(
             new.mode, new.uid, new.gid, new.mtime_ns, new.ctime_ns, new.atime_ns
         )
+        etag = ""  # the copy's: reads pinned to the old one would find it "replaced"
         if attr.is_dir:
             dkey = self._dkey(path)
             marker = self.s3.head(dkey)
@@ -362,9 +363,9 @@ class S3Operations(mfusepy.Operations):
                 self.s3.put(dkey, b"", meta, layout.DIR_CONTENT_TYPE)
         else:
             key = self._key(path)
-            self.s3.copy(key, key, attr.size, meta)
+            etag = self.s3.copy(key, key, attr.size, meta)
         if f is not None:
-            f.attr = replace(new, size=f.attr.size)
+            f.attr = replace(new, size=f.attr.size, etag=etag or f.attr.etag)
         self._changed(path, exists=True, is_dir=attr.is_dir)
         self.stats.put(path, replace(new, etag=""))
 
@@ -820,13 +821,24 @@ class S3Operations(mfusepy.Operations):
                 self._after_upload(f)
             attr = f.attr
         old_key, new_key = self._key(old), self._key(new)
-        self.s3.copy(old_key, new_key, attr.size)
-        self.s3.delete(old_key)
         target = self.files.get(new)
-        if target is not None:  # replaced a file open here: its handles keep the old data
+        if target is not None:
+            # Replacing a file open here: its handles keep the data they opened (POSIX),
+            # so fetch it before it is gone (as unlink does).
+            try:
+                with target.lock:
+                    target.load()
+            except OSError as e:
+                log.info("%s: open handles lose its old content: %s", new, e)
+        etag = self.s3.copy(old_key, new_key, attr.size)
+        self.s3.delete(old_key)
+        if target is not None:
             target.unlinked = True
             with self.files.lock:
                 self.files.by_path.pop(new, None)
+        if f is not None and etag:
+            with f.lock:
+                f.attr = replace(f.attr, etag=etag)  # its reads are pinned to the copy now
         self.files.rename(old, new, new_key)
 
     def _rename_dir(self, old: str, new: str) -> None:
@@ -840,8 +852,10 @@ class S3Operations(mfusepy.Operations):
             self.heads.submit(self.s3.copy, e.key, new_prefix + e.key[len(old_prefix) :], e.size)
             for e in entries
         ]
-        for c in copies:
-            c.result()
+        etags = {
+            new_prefix + e.key[len(old_prefix) :]: c.result()
+            for e, c in zip(entries, copies, strict=True)
+        }
         old_keys = [e.key for e in entries]
         # An old-style directory object `dir` (no slash) goes too, replaced by a marker.
         info = self.s3.head(self._key(old))
@@ -852,7 +866,11 @@ class S3Operations(mfusepy.Operations):
         self.s3.delete_many(old_keys)
         for f in self.files.under(old):
             new_path = new + f.path[len(old) :]
-            self.files.rename(f.path, new_path, self._key(new_path))
+            new_key = self._key(new_path)
+            self.files.rename(f.path, new_path, new_key)
+            if etags.get(new_key):
+                with f.lock:
+                    f.attr = replace(f.attr, etag=etags[new_key])
 
     # --- the filesystem ---------------------------------------------------------------
 

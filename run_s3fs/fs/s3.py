@@ -68,6 +68,9 @@ _ERRNO_BY_CODE = {
     "AllAccessDisabled": errno.EACCES,
     "AccountProblem": errno.EACCES,
     "InvalidRange": errno.EINVAL,
+    # A read pinned to the version it opened (If-Match) finds the object replaced.
+    "PreconditionFailed": errno.ESTALE,
+    "412": errno.ESTALE,
     "EntityTooLarge": errno.EFBIG,
     "KeyTooLongError": errno.ENAMETOOLONG,
     "SlowDown": errno.EAGAIN,
@@ -277,16 +280,18 @@ class S3:
 
         return self._with_body_retries(what, once)
 
-    def get_range(self, key: str, start: int, length: int) -> bytes:
-        """Bytes [start, start+length) (fewer at the end of the object)."""
+    def get_range(self, key: str, start: int, length: int, etag: str = "") -> bytes:
+        """Bytes [start, start+length) (fewer at the end of the object). With `etag`, of
+        that version only: ESTALE if the object was replaced since (no mixed reads)."""
         if length <= 0:
             return b""
         what = f"GET {key} [{start}+{length}]"
+        pin = {"IfMatch": etag} if etag else {}
 
         def once() -> bytes:
             try:
                 r = self.client.get_object(
-                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}"
+                    Bucket=self.bucket, Key=key, Range=f"bytes={start}-{start + length - 1}", **pin
                 )
             except ClientError as exc:
                 if exc.response.get("Error", {}).get("Code") == "InvalidRange":
@@ -297,24 +302,29 @@ class S3:
 
         return self._with_body_retries(what, once)
 
-    def get_stream(self, key: str, start: int) -> Any:
+    def get_stream(self, key: str, start: int, etag: str = "") -> Any:
         """The unread body of a GET from `start` to the end of the object (a plain GET
-        from 0): read it as far as needed, then close it."""
+        from 0): read it as far as needed, then close it. `etag`: as for get_range."""
         kwargs: dict[str, Any] = {"Key": key}
+        if etag:
+            kwargs["IfMatch"] = etag
         if start:
             kwargs["Range"] = f"bytes={start}-"
         return self._call(f"GET {key} [{start}-]", self.client.get_object, **kwargs)["Body"]
 
-    def download(self, key: str, out: BinaryIO, size: int) -> None:
-        """The whole object into `out` (a file opened for writing), parallel ranged GETs."""
+    def download(self, key: str, out: BinaryIO, size: int, etag: str = "") -> None:
+        """The whole object into `out` (a file opened for writing), parallel ranged GETs;
+        with `etag`, all of that version (ESTALE if it was replaced: never a mix)."""
         chunk = self.settings.part_size
         if size <= chunk:
             out.seek(0)
-            out.write(self.get_range(key, 0, size) if size else b"")
+            out.write(self.get_range(key, 0, size, etag) if size else b"")
             return
         fd = out.fileno()
         futures = [
-            self.transfers.submit(self._download_part, key, fd, start, min(chunk, size - start))
+            self.transfers.submit(
+                self._download_part, key, fd, start, min(chunk, size - start), etag
+            )
             for start in range(0, size, chunk)
         ]
         errors = [f.exception() for f in futures]
@@ -322,8 +332,8 @@ class S3:
         if first:
             raise first
 
-    def _download_part(self, key: str, fd: int, start: int, length: int) -> None:
-        data = self.get_range(key, start, length)
+    def _download_part(self, key: str, fd: int, start: int, length: int, etag: str) -> None:
+        data = self.get_range(key, start, length, etag)
         if len(data) != length:
             raise S3Error(errno.EIO, f"GET {key}: short read at {start} (object changed?)")
         os.pwrite(fd, data, start)
@@ -415,18 +425,19 @@ class S3:
         size: int,
         metadata: dict[str, str] | None = None,
         ctype: str | None = None,
-    ) -> None:
-        """Server-side copy. With `metadata`, the metadata is replaced (chmod, utimens…);
-        the Content-Type is kept unless given. Objects over 5 GiB: multipart copy."""
+    ) -> str:
+        """Server-side copy; returns the copy's ETag (it may differ from the source's).
+        With `metadata`, the metadata is replaced (chmod, utimens…); the Content-Type is
+        kept unless given. Objects over 5 GiB: multipart copy."""
         if size > self.settings.singlepart_copy_limit:
-            self._multipart_copy(src, dst, size, metadata, ctype)
-            return
+            return self._multipart_copy(src, dst, size, metadata, ctype)
         kwargs: dict[str, Any] = {"CopySource": {"Bucket": self.bucket, "Key": src}, "Key": dst}
         if metadata is not None:
             kwargs["MetadataDirective"] = "REPLACE"
             kwargs["Metadata"] = metadata
             kwargs["ContentType"] = ctype or self._content_type(src)
-        self._call(f"COPY {src} → {dst}", self.client.copy_object, **kwargs)
+        r = self._call(f"COPY {src} → {dst}", self.client.copy_object, **kwargs)
+        return r.get("CopyObjectResult", {}).get("ETag", "")
 
     def _content_type(self, key: str) -> str:
         info = self.head(key)
@@ -436,7 +447,7 @@ class S3:
 
     def _multipart_copy(
         self, src: str, dst: str, size: int, metadata: dict[str, str] | None, ctype: str | None
-    ) -> None:
+    ) -> str:
         if metadata is None or ctype is None:
             info = self.head(src)
             if info is None:
@@ -460,13 +471,14 @@ class S3:
                     self.transfers.submit(self._copy_part, src, dst, upload_id, n, start, end)
                 )
             parts = [f.result() for f in futures]
-            self._call(
+            r = self._call(
                 f"complete multipart copy {dst}",
                 self.client.complete_multipart_upload,
                 Key=dst,
                 UploadId=upload_id,
                 MultipartUpload={"Parts": parts},
             )
+            return r.get("ETag", "")
         except BaseException:
             self._abort(dst, upload_id)
             raise
