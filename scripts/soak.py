@@ -187,6 +187,7 @@ def main() -> int:
     ap.add_argument("--max-rss-slope", type=float, default=20.0, help="MiB per hour")
     ap.add_argument("--max-fd-slope", type=float, default=10.0, help="descriptors per hour")
     ap.add_argument("--json", type=Path, help="also write the summary here")
+    ap.add_argument("--backend-options", default="", help="extra -o options, comma-separated")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="run-s3fs-soak-"))
@@ -207,6 +208,8 @@ def main() -> int:
         passwd.chmod(0o600)
         log = work / "backend.log"
         opts = f"passwd_file={passwd},url={server.url},use_path_request_style"
+        if args.backend_options:
+            opts += f",{args.backend_options}"
         with open(log, "wb") as out:
             backend = subprocess.Popen(
                 [sys.executable, "-m", "run_s3fs.fs", bucket, str(mnt), "-f", "-o", opts],
