@@ -283,7 +283,8 @@ def test_credentials_revoked_while_mounted(auth_server, tmp_path, fuse_ok):
         auth_server.bucket,
         tmp_path / "mnt",
         pw,
-        ["retries=1", "connect_timeout=2", "readwrite_timeout=5"],
+        # The unsaved copy made at unmount stays in the test's own directory.
+        ["retries=1", "connect_timeout=2", "readwrite_timeout=5", f"tmpdir={tmp_path}"],
     )
     try:
         assert (m.path / "before.txt").read_bytes() == b"before"
@@ -304,6 +305,9 @@ def test_credentials_revoked_while_mounted(auth_server, tmp_path, fuse_ok):
     assert "Traceback" not in log
     assert "InvalidAccessKeyId" in log or "SignatureDoesNotMatch" in log, log
     assert secret not in log
+    assert "UNSAVED: /target.txt" in log and list(
+        (tmp_path / f"run-s3fs-{os.geteuid()}" / "unsaved").iterdir()
+    )
 
 
 # --- the passwd file ----------------------------------------------------------------------------
