@@ -17,6 +17,7 @@ import os
 import random
 import stat
 import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -399,6 +400,12 @@ def test_write_patterns_match_local_file(
             "truncate(2) by path on a closed file replaces the bytes it keeps with zeros"
             " (data loss; s3fs_truncate opens the local copy at the new size before loading it)",
         )
+        if fs.backend == "s3fs":
+            # Once in CI, s3fs 1.90 never answered this truncate (the test sat out pytest's
+            # 300 s limit): run it on a mount of its own, in a child with a time limit, so
+            # a wedged s3fs fails this (xfail) test only, not the module's shared mount.
+            _s3fs_truncate_in_child(fs, scenario, request)
+            return
     initial = _rand(100, 200_000)
     mounted, local = d / "f.bin", tmp_path / "f.bin"
     for p in (mounted, local):
@@ -410,6 +417,37 @@ def test_write_patterns_match_local_file(
     assert len(got) == len(expected)
     assert got == expected
     assert fs.obj(mounted) == expected
+
+
+def _s3fs_truncate_in_child(fs: FS, scenario: str, request: pytest.FixtureRequest) -> None:
+    """The truncate scenario against a fresh s3fs mount, driven by a child process that
+    is killed if s3fs stops answering; the mount is torn down either way."""
+    m = fs.mounts.mount("s3fs", fs.bucket, name="truncate")
+    script = (
+        "import os, sys\n"
+        "p = sys.argv[1]\n"
+        "with open(p, 'wb') as f: f.write(bytes(range(256)) * 800)\n"
+        "os.truncate(p, int(sys.argv[2]))\n"
+        "with open(p, 'rb') as f: sys.stdout.write(f.read().hex())\n"
+    )
+    length = dict(SCENARIOS[scenario])["truncate"]
+    path = m.path / f"t-{uuid.uuid4().hex[:10]}.bin"
+    try:
+        child = subprocess.run(
+            [sys.executable, "-c", script, str(path), str(length)],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+    except subprocess.TimeoutExpired:
+        m.process.kill()  # a wedged daemon: the child is already gone (SIGKILL reaches it)
+        pytest.fail("s3fs did not answer the truncate within 60 s")
+    finally:
+        fs.mounts.stop(m)
+    assert child.returncode == 0, child.stderr[-2000:]
+    initial = bytes(range(256)) * 800
+    expected = initial[:length] + bytes(max(0, length - len(initial)))
+    assert bytes.fromhex(child.stdout) == expected
 
 
 def test_large_file_multipart(fs: FS, d: Path, tmp_path: Path) -> None:
