@@ -27,7 +27,7 @@ from run_s3fs.fs import layout
 from run_s3fs.fs.cache import MISSING, DirEntry, ListingCache, ObjectAttrCache, StatCache
 from run_s3fs.fs.files import OpenFile, OpenFiles
 from run_s3fs.fs.layout import Attr, Overrides
-from run_s3fs.fs.prefetch import NOT_LISTED, Prefetcher
+from run_s3fs.fs.prefetch import NOT_LISTED, ListingsAhead, Prefetcher
 from run_s3fs.fs.s3 import S3, ObjectInfo
 
 log = logging.getLogger("run_s3fs.fs.ops")
@@ -101,6 +101,9 @@ class S3Operations(mfusepy.Operations):
         self.files = OpenFiles()
         self.heads = ThreadPoolExecutor(max_workers=head_threads, thread_name_prefix="s3-head")
         self.prefetch = Prefetcher(self.heads, self._fetch_listed, self._store_listed, stat_ttl)
+        self.ahead = ListingsAhead(
+            self.heads, lambda path: self.s3.list_dir(self._dkey(path)), negative_ttl
+        )
         self.compat_dir = compat_dir
         self.read_only = read_only
         self.kernel_timeout = kernel_timeout
@@ -226,6 +229,7 @@ class S3Operations(mfusepy.Operations):
         """Our own change to `path`: forget its attributes; keep the parent's cached
         listing right (`exists` says whether `path` is there now; None: unknown)."""
         self.prefetch.forget(path)
+        self.ahead.forget(posixpath.dirname(path))
         self.stats.invalidate(path)
         if exists is None:
             self.listings.invalidate_parent(path)
@@ -429,7 +433,9 @@ class S3Operations(mfusepy.Operations):
         the next `ls`). Attributes are not fetched here (`find` needs only names and
         kinds); the prefetcher fetches them when lookups ask (`ls -l`)."""
         prefix = self._dkey(path)
-        listing = self.s3.list_dir(prefix)
+        listing = self.ahead.take(path)
+        if listing is None:
+            listing = self.s3.list_dir(prefix)
         entries: dict[str, DirEntry] = {}
         todo: dict[str, tuple[str, bool]] = {}  # name → (key, from a common prefix)
         for item in listing.files:
@@ -464,6 +470,7 @@ class S3Operations(mfusepy.Operations):
             if self._unknown(posixpath.join(path, name)):
                 todo[name] = (common, True)
         self.prefetch.listed(path, todo)
+        self.ahead.listed(path, [posixpath.join(path, n) for n, e in entries.items() if e.is_dir])
         self.listings.put(path, entries)
         return self._with_local(path, entries)
 
@@ -533,6 +540,7 @@ class S3Operations(mfusepy.Operations):
         self._delete_dir_objects(path)
         self._changed(path, exists=False)
         self.prefetch.forget_tree(path)
+        self.ahead.forget_tree(path)
         self.listings.invalidate_tree(path)
         self.stats.put(path, None)
         return 0
@@ -810,6 +818,7 @@ class S3Operations(mfusepy.Operations):
         for p, exists in ((old, False), (new, True)):
             self._changed(p, exists=exists, is_dir=src.is_dir)
             self.prefetch.forget_tree(p)
+            self.ahead.forget_tree(p)
             self.stats.invalidate_tree(p)
             self.listings.invalidate_tree(p)
         return 0

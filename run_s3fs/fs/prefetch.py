@@ -7,6 +7,11 @@ every entry's attributes one after the other: on the second entry of a kind (fil
 directory) looked up in a freshly listed directory, HEADs for all that kind's remaining
 entries start in parallel, and each lookup waits for its own (or runs it first, if the
 pool has not got to it yet). Every HEAD is made once, however many lookups wait on it.
+
+Listings themselves are fetched ahead the same way (`ListingsAhead`): `find`, `du` and
+`ls -R` read a directory's subdirectories one after the other, a LIST each; on the
+second readdir among the subdirectories of one directory, the listings of the others
+start in parallel.
 """
 
 from __future__ import annotations
@@ -16,10 +21,14 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from concurrent.futures import Executor
+from concurrent.futures import Executor, Future
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from run_s3fs.fs.layout import Attr
+
+if TYPE_CHECKING:
+    from run_s3fs.fs.s3 import Listing
 
 NOT_LISTED = object()  # the prefetcher knows nothing about this path: look it up anew
 FAN_OUT_AFTER = 2  # lookups of one kind in a listing before the rest are fetched in bulk
@@ -169,3 +178,113 @@ class Prefetcher:
             for p in [p for p in self._pending if p == path or p.startswith(below)]:
                 self._pending.pop(p).stale = True
         self.forget(path)
+
+
+@dataclass
+class _Walk:
+    """A directory whose subdirectories a traversal may be about to read."""
+
+    expires: float
+    subdirs: list[str]  # paths, in listing order, not yet read nor fetched
+    reads: int = 0
+
+
+class ListingsAhead:
+    """Subdirectory listings fetched in parallel once a traversal is seen.
+
+    `listed(path, subdirs)` records a directory just read; `take(path)`, called by the
+    readdir of `path`, returns a listing fetched ahead (waiting for it if in flight) or
+    None (list it now). A listing fetched ahead is used by one readdir at most, within
+    `ttl` seconds of being fetched: readdir shows what S3 held moments ago, as a listing
+    made then would. `forget(dir)` drops what our own change to `dir` made stale.
+    """
+
+    def __init__(
+        self,
+        pool: Executor,
+        list_dir: Callable[[str], Listing],
+        ttl: float,
+        ahead: int = 32,
+        max_dirs: int = 64,
+    ) -> None:
+        self._pool = pool
+        self._list_dir = list_dir
+        self._ttl = ttl
+        self._ahead = ahead
+        self._max_dirs = max_dirs
+        self._walks: OrderedDict[str, _Walk] = OrderedDict()
+        self._fetched: dict[str, tuple[Future[Listing], list[float]]] = {}
+        self._lock = threading.Lock()
+
+    def listed(self, path: str, subdirs: list[str]) -> None:
+        with self._lock:
+            self._walks.pop(path, None)
+            if len(subdirs) < 2 or self._ttl <= 0:
+                return
+            self._walks[path] = _Walk(time.monotonic() + self._ttl, list(subdirs))
+            while len(self._walks) > self._max_dirs:
+                self._walks.popitem(last=False)
+
+    def take(self, path: str) -> Listing | None:
+        with self._lock:
+            self._note_read(path)
+            fetched = self._fetched.pop(path, None)
+        if fetched is None:
+            return None
+        future, done_at = fetched
+        try:
+            listing = future.result()
+        except Exception:
+            return None  # the caller lists anew and reports what goes wrong then
+        if time.monotonic() - done_at[0] > self._ttl:
+            return None
+        return listing
+
+    def _note_read(self, path: str) -> None:
+        """Under self._lock: `path` is being read; the second read among one directory's
+        subdirectories starts the listings of the rest (at most `ahead` in flight)."""
+        now = time.monotonic()
+        for p in [p for p, f in self._fetched.items() if f[0].done() and now - f[1][0] > self._ttl]:
+            del self._fetched[p]  # fetched for a traversal that went elsewhere
+        walk = self._walks.get(posixpath.dirname(path))
+        if walk is None:
+            return
+        if now >= walk.expires:
+            del self._walks[posixpath.dirname(path)]
+            return
+        if path not in walk.subdirs:
+            return  # read before (or fetched ahead already): not a new step of a walk
+        walk.subdirs.remove(path)
+        walk.reads += 1
+        if walk.reads < 2:
+            return
+        room = self._ahead - sum(1 for f, _ in self._fetched.values() if not f.done())
+        for sub in walk.subdirs[: max(room, 0)]:
+            if sub not in self._fetched:
+                self._fetched[sub] = self._start(sub)
+        del walk.subdirs[: max(room, 0)]
+        walk.expires = now + self._ttl
+
+    def _start(self, path: str) -> tuple[Future[Listing], list[float]]:
+        done_at = [float("inf")]
+
+        def fetch() -> Listing:
+            try:
+                return self._list_dir(path)
+            finally:
+                done_at[0] = time.monotonic()
+
+        return self._pool.submit(fetch), done_at
+
+    def forget(self, path: str) -> None:
+        """Our own change inside directory `path`: its listing fetched ahead is stale."""
+        with self._lock:
+            self._fetched.pop(path, None)
+
+    def forget_tree(self, path: str) -> None:
+        below = path.rstrip("/") + "/"
+        with self._lock:
+            for p in [p for p in self._fetched if p == path or p.startswith(below)]:
+                del self._fetched[p]
+            for p in [p for p in self._walks if p == path or p.startswith(below)]:
+                del self._walks[p]

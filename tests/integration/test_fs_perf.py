@@ -144,3 +144,23 @@ def test_kernel_read_ahead_is_raised_to_a_mib(env):
     if os.geteuid() != 0 or not os.access(knob, os.W_OK):
         pytest.skip("needs root and a writable /sys")
     assert int(knob.read_text()) >= 1024  # 1 MiB read requests, not 128 KiB
+
+
+def test_a_listing_fetched_ahead_shows_our_own_later_changes(env):
+    mnt, proxy = env
+    tree = mnt / "tree"
+    names = lambda d: sorted(e.name for e in os.scandir(tree / d))  # noqa: E731
+    sorted(e.name for e in os.scandir(tree))
+    names("d0")
+    before = proxy.stats.requests
+    names("d1")  # the second subdirectory read: d2's listing is fetched ahead
+    assert proxy.stats.requests - before >= 1
+    (tree / "d2" / "new").write_bytes(b"made after d2 was listed ahead")
+    (tree / "d2" / "f03").unlink()
+    try:
+        listed = names("d2")
+        assert "new" in listed and "f03" not in listed
+        assert len(listed) == 15
+    finally:
+        (tree / "d2" / "new").unlink()
+        (tree / "d2" / "f03").write_bytes(b"x" * 3)

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from run_s3fs.fs.layout import Attr
-from run_s3fs.fs.prefetch import FAN_OUT_AFTER, NOT_LISTED, Prefetcher
+from run_s3fs.fs.prefetch import FAN_OUT_AFTER, NOT_LISTED, ListingsAhead, Prefetcher
+from run_s3fs.fs.s3 import Listing
 
 
 def attr(size: int) -> Attr:
@@ -127,3 +129,88 @@ def test_forget_tree_and_expiry(pool):
     expired = Prefetcher(pool, rec.fetch, rec.store, ttl=-1)
     expired.listed("/d", {"a": ("d/a", False)})
     assert expired.lookup("/d/a") is NOT_LISTED
+
+
+# --- listings fetched ahead ----------------------------------------------------------------
+
+
+class Lister:
+    def __init__(self) -> None:
+        self.listed: list[str] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, path: str) -> Listing:
+        with self.lock:
+            self.listed.append(path)
+        if path.endswith("broken"):
+            raise OSError(5, "listing failed")
+        listing = Listing()
+        listing.prefixes.append(f"{path}/inner/")  # which call made it, for the asserts
+        return listing
+
+
+def subdirs(n: int) -> list[str]:
+    return [f"/t/d{i}" for i in range(n)]
+
+
+def test_the_second_subdirectory_read_starts_the_rest(pool):
+    lister = Lister()
+    ahead = ListingsAhead(pool, lister, ttl=60)
+    ahead.listed("/t", subdirs(5))
+    assert ahead.take("/t/d0") is None  # one readdir of a subdirectory: no walk yet
+    assert lister.listed == []
+    assert ahead.take("/t/d1") is None  # the second: d1 is listed by the caller...
+    pool.shutdown(wait=True)
+    assert sorted(lister.listed) == ["/t/d2", "/t/d3", "/t/d4"]  # ...the rest ahead
+    for name in ("d2", "d3", "d4"):
+        got = ahead.take(f"/t/{name}")
+        assert got is not None and got.prefixes == [f"/t/{name}/inner/"]
+    assert ahead.take("/t/d3") is None  # a listing fetched ahead serves one readdir
+
+
+def test_reading_one_directory_again_is_no_walk(pool):
+    lister = Lister()
+    ahead = ListingsAhead(pool, lister, ttl=60)
+    ahead.listed("/t", subdirs(5))
+    for _ in range(4):
+        assert ahead.take("/t/d0") is None  # `ls d0` again and again
+    assert ahead.take("/elsewhere/x") is None
+    pool.shutdown(wait=True)
+    assert lister.listed == []
+
+
+def test_at_most_ahead_in_flight(pool):
+    gate = threading.Event()
+    lister = Lister()
+
+    def slow(path: str) -> Listing:
+        gate.wait(5)
+        return lister(path)
+
+    ahead = ListingsAhead(pool, slow, ttl=60, ahead=3)
+    ahead.listed("/t", subdirs(10))
+    ahead.take("/t/d0")
+    ahead.take("/t/d1")
+    gate.set()
+    pool.shutdown(wait=True)
+    assert sorted(lister.listed) == ["/t/d2", "/t/d3", "/t/d4"]
+
+
+def test_our_change_and_failures_and_age_make_the_caller_list_anew(pool):
+    lister = Lister()
+    ahead = ListingsAhead(pool, lister, ttl=60)
+    ahead.listed("/t", [*subdirs(4), "/t/broken"])
+    ahead.take("/t/d0")
+    ahead.take("/t/d1")
+    pool.shutdown(wait=True)
+    ahead.forget("/t/d2")  # e.g. a file created in d2 after its listing was fetched
+    assert ahead.take("/t/d2") is None
+    assert ahead.take("/t/broken") is None  # the caller's own LIST reports the error
+    ahead.forget_tree("/t")
+    assert ahead.take("/t/d3") is None
+    expired = ListingsAhead(ThreadPoolExecutor(2), Lister(), ttl=0.05)
+    expired.listed("/t", subdirs(3))
+    expired.take("/t/d0")
+    expired.take("/t/d1")
+    time.sleep(0.2)
+    assert expired.take("/t/d2") is None  # fetched too long ago for this readdir
