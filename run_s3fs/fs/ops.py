@@ -730,15 +730,20 @@ class S3Operations(mfusepy.Operations):
         if attr.is_dir:
             raise fuse_error(errno.EISDIR)
         f = self.files.get(path)
-        if f is not None:
-            # Open descriptors keep reading the data after the name is gone (POSIX).
+        if f is None:
+            self.s3.delete(self._key(path))
+        else:
+            # Open descriptors keep reading the data after the name is gone (POSIX). Its
+            # pending data is dropped only once the object is gone: a failed DELETE leaves
+            # the file as it was, upload still pending. Under its lock, so the background
+            # retry cannot upload it again between the DELETE and the drop.
             with f.lock:
                 f.load()
-            f.unlinked = True
+                self.s3.delete(self._key(path))
+                f.unlinked = True
             with self.files.lock:
                 if self.files.by_path.get(path) is f:
                     del self.files.by_path[path]
-        self.s3.delete(self._key(path))
         self._changed(path, exists=False)
         self.stats.put(path, None)
         return 0
@@ -831,20 +836,24 @@ class S3Operations(mfusepy.Operations):
             attr = f.attr
         old_key, new_key = self._key(old), self._key(new)
         target = self.files.get(new)
-        if target is not None:
-            # Replacing a file open here: its handles keep the data they opened (POSIX),
-            # so fetch it before it is gone (as unlink does).
-            try:
-                with target.lock:
+        if target is None:
+            etag = self.s3.copy(old_key, new_key, attr.size)
+        else:
+            # Replacing a file open (or pending) here: its handles keep the data they opened
+            # (POSIX), so fetch it before it is gone (as unlink does). Its lock is held
+            # over the copy, so the background retry cannot upload its pending content
+            # over the copy; once copied, that content is superseded.
+            with target.lock:
+                try:
                     target.load()
-            except OSError as e:
-                log.info("%s: open handles lose its old content: %s", new, e)
-        etag = self.s3.copy(old_key, new_key, attr.size)
-        self.s3.delete(old_key)
-        if target is not None:
-            target.unlinked = True
+                except OSError as e:
+                    log.info("%s: open handles lose its old content: %s", new, e)
+                etag = self.s3.copy(old_key, new_key, attr.size)
+                target.unlinked = True
             with self.files.lock:
-                self.files.by_path.pop(new, None)
+                if self.files.by_path.get(new) is target:
+                    del self.files.by_path[new]
+        self.s3.delete(old_key)
         if f is not None and etag:
             with f.lock:
                 f.attr = replace(f.attr, etag=etag)  # its reads are pinned to the copy now
