@@ -358,10 +358,37 @@ class S3:
             with open(path, "rb") as f:
                 return self.put(key, f, metadata, ctype)
         part = max(self.settings.part_size, -(-size // MAX_PARTS), MIN_PART)
-        starts = range(0, size, part)
-        ranges = [(n, start, min(part, size - start)) for n, start in enumerate(starts, 1)]
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            return self._multipart(
+                "multipart upload",
+                key,
+                metadata,
+                ctype,
+                [
+                    lambda upload_id, n=n, start=start: self._upload_part(
+                        key, upload_id, fd, n, start, min(part, size - start)
+                    )
+                    for n, start in enumerate(range(0, size, part), 1)
+                ],
+            )
+        finally:
+            os.close(fd)
+
+    def _multipart(
+        self,
+        what: str,
+        key: str,
+        metadata: dict[str, str],
+        ctype: str,
+        parts: list[Callable[[str], dict]],
+    ) -> str:
+        """A multipart upload of `key` whose parts are made by `parts` (each given the
+        upload id), in parallel on the transfer pool. On any failure it is aborted once
+        every part has finished: a part still in flight would land after the abort and
+        stay behind (and a part reading a file must not outlive its descriptor)."""
         upload = self._call(
-            f"multipart upload {key}",
+            f"{what} {key}",
             self.client.create_multipart_upload,
             Key=key,
             Metadata=metadata,
@@ -369,24 +396,18 @@ class S3:
         )
         upload_id = upload["UploadId"]
         try:
-            fd = os.open(path, os.O_RDONLY)
+            futures = [self.transfers.submit(make, upload_id) for make in parts]
             try:
-                futures = [
-                    self.transfers.submit(self._upload_part, key, upload_id, fd, n, start, length)
-                    for n, start, length in ranges
-                ]
-                parts = [f.result() for f in futures]
+                done = [f.result() for f in futures]
             finally:
-                # Parts still queued must not run on a closed fd: wait for all of them.
                 for f in futures:
-                    f.exception()
-                os.close(fd)
+                    f.exception()  # waits
             r = self._call(
-                f"complete multipart upload {key}",
+                f"complete {what} {key}",
                 self.client.complete_multipart_upload,
                 Key=key,
                 UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
+                MultipartUpload={"Parts": done},
             )
             return r.get("ETag", "")
         except BaseException:
@@ -455,33 +476,18 @@ class S3:
             metadata = info.metadata if metadata is None else metadata
             ctype = ctype or info.content_type
         part = max(self.settings.part_size, 512 * 1024 * 1024, -(-size // MAX_PARTS))
-        upload = self._call(
-            f"multipart copy {src} → {dst}",
-            self.client.create_multipart_upload,
-            Key=dst,
-            Metadata=metadata,
-            ContentType=ctype or "application/octet-stream",
-        )
-        upload_id = upload["UploadId"]
-        try:
-            futures = []
-            for n, start in enumerate(range(0, size, part), 1):
-                end = min(start + part, size) - 1
-                futures.append(
-                    self.transfers.submit(self._copy_part, src, dst, upload_id, n, start, end)
+        return self._multipart(
+            f"multipart copy of {src} to",
+            dst,
+            metadata,
+            ctype or "application/octet-stream",
+            [
+                lambda upload_id, n=n, start=start: self._copy_part(
+                    src, dst, upload_id, n, start, min(start + part, size) - 1
                 )
-            parts = [f.result() for f in futures]
-            r = self._call(
-                f"complete multipart copy {dst}",
-                self.client.complete_multipart_upload,
-                Key=dst,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-            )
-            return r.get("ETag", "")
-        except BaseException:
-            self._abort(dst, upload_id)
-            raise
+                for n, start in enumerate(range(0, size, part), 1)
+            ],
+        )
 
     def _copy_part(self, src: str, dst: str, upload_id: str, n: int, start: int, end: int) -> dict:
         r = self._call(
