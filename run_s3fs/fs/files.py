@@ -4,9 +4,11 @@ headers.
 
 No data loss: once a file has been written, its content lives in a private spool file
 until an upload has succeeded. A failed upload is an error for the caller of
-close()/fsync() (EIO), is logged, and is retried on the next flush, fsync, release or at
-unmount; if the last attempt at unmount fails too, the content is saved in the spool
-directory's `unsaved/` folder and the log says where.
+close()/fsync() (EIO), is logged, and is retried on the next flush, fsync, release, in
+the background every `upload_retry_interval` (ops.py) and at unmount; if the last attempt
+at unmount fails too, the content is saved in `unsaved/` beside the spool directory and
+the log says where. Nothing else drops pending data but a successful unlink (or a rename
+over the file): a failed one leaves it pending.
 """
 
 from __future__ import annotations
