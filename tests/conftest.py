@@ -6,14 +6,18 @@ real FUSE filesystems and skips, with the reason, where /dev/fuse is unusable.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -45,6 +49,108 @@ def bucket(s3) -> str:
     name = f"test-{uuid.uuid4().hex[:12]}"
     s3.create_bucket(Bucket=name)
     return name
+
+
+def write_passwd(path: Path, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> Path:
+    """A new s3fs passwd file `ACCESS:SECRET` at `path`, private (0600) from the start."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(f"{access}:{secret}\n")
+    return path
+
+
+# --- a server that checks credentials ---------------------------------------------------
+
+
+@dataclass
+class AuthMoto:
+    """A moto server checking every signature against its IAM users, and the access key
+    of its one user, `mounter`."""
+
+    server: S3Server
+    access_key: str
+    secret_key: str
+
+    def allow_unauthenticated(self, actions: int) -> None:
+        """Let the next `actions` requests through unchecked (0: check every one).
+
+        moto's /moto-api/reset-auth sets INITIAL_NO_AUTH_ACTION_COUNT and zeroes the
+        counter, so the count is exact rather than worked out by hand.
+        """
+        # text/plain, so the server hands the body over as-is (not as a parsed form)
+        req = urllib.request.Request(
+            f"{self.server.url}/moto-api/reset-auth", data=str(actions).encode(), method="POST"
+        )
+        req.add_header("Content-Type", "text/plain")
+        with urllib.request.urlopen(req, timeout=10) as resp:
+            resp.read()
+
+    def admin_client(self, service: str) -> Any:
+        """A client with the set-up keys, which moto knows no user for: its requests pass
+        only while `allow_unauthenticated` lets them."""
+        return _admin_client(self.server, service)
+
+
+def _admin_client(server: S3Server, service: str) -> Any:
+    if service == "s3":
+        return server.client(ACCESS_KEY, SECRET_KEY)
+    import boto3
+
+    return boto3.client(
+        service,
+        endpoint_url=server.url,
+        region_name="us-east-1",
+        aws_access_key_id=ACCESS_KEY,
+        aws_secret_access_key=SECRET_KEY,
+    )
+
+
+@contextmanager
+def auth_moto(
+    log_dir: Path,
+    buckets: Mapping[str, Mapping[str, bytes]],
+    allowed_bucket: str | None = None,
+) -> Iterator[AuthMoto]:
+    """A moto server of its own that authenticates: user `mounter` with an access key
+    (allowed s3:* on `allowed_bucket` only, if given; no policy otherwise), `buckets`
+    created with their objects ({bucket: {key: body}}), then authentication switched on.
+
+    moto authenticates once INITIAL_NO_AUTH_ACTION_COUNT unauthenticated actions have
+    been served: the server starts with a generous count for the set-up, then it is set
+    to 0.
+    """
+    server = start_moto(log_dir, env_extra={"INITIAL_NO_AUTH_ACTION_COUNT": "1000"})
+    try:
+        iam = _admin_client(server, "iam")
+        iam.create_user(UserName="mounter")
+        if allowed_bucket is not None:
+            policy = {
+                "Version": "2012-10-17",
+                "Statement": [
+                    {
+                        "Effect": "Allow",
+                        "Action": "s3:*",
+                        "Resource": [
+                            f"arn:aws:s3:::{allowed_bucket}",
+                            f"arn:aws:s3:::{allowed_bucket}/*",
+                        ],
+                    }
+                ],
+            }
+            iam.put_user_policy(
+                UserName="mounter", PolicyName="one-bucket", PolicyDocument=json.dumps(policy)
+            )
+        key = iam.create_access_key(UserName="mounter")["AccessKey"]
+        s3 = _admin_client(server, "s3")
+        for bucket, objects in buckets.items():
+            s3.create_bucket(Bucket=bucket)
+            for name, body in objects.items():
+                s3.put_object(Bucket=bucket, Key=name, Body=body)
+        auth = AuthMoto(server, key["AccessKeyId"], key["SecretAccessKey"])
+        auth.allow_unauthenticated(0)
+        yield auth
+    finally:
+        stop_moto(server)
 
 
 def fuse_usable() -> str | None:
@@ -158,11 +264,7 @@ def start_mount(
 
 @pytest.fixture
 def passwd_file(tmp_path: Path) -> Path:
-    path = tmp_path / "passwd-s3fs"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
-    return path
+    return write_passwd(tmp_path / "passwd-s3fs")
 
 
 @pytest.fixture

@@ -15,21 +15,28 @@ revoked while mounted give the writer EIO at close(), the daemon stays up.
 from __future__ import annotations
 
 import errno
-import json
 import os
 import subprocess
 import sys
 import time
-import urllib.request
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, is_mounted, start_mount, unmount
+from conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    AuthMoto,
+    auth_moto,
+    is_mounted,
+    start_mount,
+    unmount,
+    write_passwd,
+)
 
-from run_s3fs.devserver import S3Server, free_port, start_moto, stop_moto
+from run_s3fs.devserver import S3Server, free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -74,11 +81,7 @@ def assert_one_line(r: Run, code: int, *needles: str) -> None:
 
 @pytest.fixture(scope="module")
 def pw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pw") / "passwd"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
-    return path
+    return write_passwd(tmp_path_factory.mktemp("pw") / "passwd")
 
 
 def base_opts(server: S3Server, pw: Path) -> str:
@@ -165,87 +168,35 @@ def test_unreachable_server_within_the_probe_budget(pw, tmp_path):
     assert_one_line(r, 69, "cannot reach")
 
 
-def _post(url: str, body: bytes) -> None:
-    req = urllib.request.Request(url, data=body, method="POST")
-    req.add_header("Content-Type", "text/plain")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        resp.read()
-
-
-@dataclass
-class AuthServer:
-    server: S3Server
-    access_key: str
-    secret_key: str
-    bucket: str
-    other_bucket: str
-
-    def allow_admin(self, actions: int) -> None:
-        """Let the next `actions` requests through unauthenticated (moto's counter)."""
-        _post(f"{self.server.url}/moto-api/reset-auth", str(actions).encode())
+ALLOWED_BUCKET = "input-allowed"
+OTHER_BUCKET = "input-other"  # exists, but the IAM user's policy does not cover it
 
 
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
     """A moto server checking signatures against its IAM users (as tests/integration/
     test_check.py builds it): one user allowed s3:* on one bucket, then auth switched on."""
-    import boto3
-
-    server = start_moto(
-        tmp_path_factory.mktemp("moto-auth"), env_extra={"INITIAL_NO_AUTH_ACTION_COUNT": "1000"}
-    )
-    try:
-        setup = {
-            "endpoint_url": server.url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": ACCESS_KEY,
-            "aws_secret_access_key": SECRET_KEY,
-        }
-        iam = boto3.client("iam", **setup)
-        iam.create_user(UserName="mounter")
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Action": "s3:*",
-                    "Resource": ["arn:aws:s3:::input-allowed", "arn:aws:s3:::input-allowed/*"],
-                }
-            ],
-        }
-        iam.put_user_policy(
-            UserName="mounter", PolicyName="one-bucket", PolicyDocument=json.dumps(policy)
-        )
-        key = iam.create_access_key(UserName="mounter")["AccessKey"]
-        s3 = server.client(ACCESS_KEY, SECRET_KEY)
-        s3.create_bucket(Bucket="input-allowed")
-        s3.create_bucket(Bucket="input-other")
-        auth = AuthServer(
-            server, key["AccessKeyId"], key["SecretAccessKey"], "input-allowed", "input-other"
-        )
-        auth.allow_admin(0)
+    with auth_moto(
+        tmp_path_factory.mktemp("moto-auth"),
+        {ALLOWED_BUCKET: {}, OTHER_BUCKET: {}},
+        allowed_bucket=ALLOWED_BUCKET,
+    ) as auth:
         yield auth
-    finally:
-        stop_moto(server)
 
 
 def passwd_with(tmp_path: Path, access: str, secret: str) -> Path:
-    path = tmp_path / f"pw-{uuid.uuid4().hex[:6]}"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{access}:{secret}\n")
-    return path
+    return write_passwd(tmp_path / f"pw-{uuid.uuid4().hex[:6]}", access, secret)
 
 
 @pytest.mark.parametrize("case", ["wrong-secret", "unknown-key", "bucket-not-allowed"])
 def test_rejected_credentials_exit_77(auth_server, tmp_path, case):
-    access, secret, bucket = auth_server.access_key, auth_server.secret_key, auth_server.bucket
+    access, secret, bucket = auth_server.access_key, auth_server.secret_key, ALLOWED_BUCKET
     if case == "wrong-secret":
         secret = "x" * 40
     elif case == "unknown-key":
         access = "AKIAUNKNOWNUNKNOWN00"
     else:
-        bucket = auth_server.other_bucket
+        bucket = OTHER_BUCKET
     pw = passwd_with(tmp_path, access, secret)
     opts = f"passwd_file={pw},url={auth_server.server.url},use_path_request_style"
     r = run_backend(bucket, tmp_path / "mnt", opts)
@@ -261,26 +212,18 @@ def test_credentials_revoked_while_mounted(auth_server, tmp_path, fuse_ok):
     `/`, which a lookup of a missing name makes; so the files are put first and the
     mount only opens existing ones (HEAD/GET/PUT), which moto verifies correctly.
     """
-    import boto3
-
-    iam = boto3.client(
-        "iam",
-        endpoint_url=auth_server.server.url,
-        region_name="us-east-1",
-        aws_access_key_id=ACCESS_KEY,
-        aws_secret_access_key=SECRET_KEY,
-    )
-    auth_server.allow_admin(1)
+    iam = auth_server.admin_client("iam")
+    auth_server.allow_unauthenticated(1)
     user_key = iam.create_access_key(UserName="mounter")["AccessKey"]
     access, secret = user_key["AccessKeyId"], user_key["SecretAccessKey"]
     user_s3 = auth_server.server.client(access, secret)
     for name in ("before.txt", "target.txt"):
-        user_s3.put_object(Bucket=auth_server.bucket, Key=name, Body=b"before")
+        user_s3.put_object(Bucket=ALLOWED_BUCKET, Key=name, Body=b"before")
     pw = passwd_with(tmp_path, access, secret)
     m = start_mount(
         "python",
         auth_server.server,
-        auth_server.bucket,
+        ALLOWED_BUCKET,
         tmp_path / "mnt",
         pw,
         # The unsaved copy made at unmount stays in the test's own directory.
@@ -289,7 +232,7 @@ def test_credentials_revoked_while_mounted(auth_server, tmp_path, fuse_ok):
     try:
         assert (m.path / "before.txt").read_bytes() == b"before"
         f = open(m.path / "target.txt", "wb")  # noqa: SIM115 - close() is what we test
-        auth_server.allow_admin(1)
+        auth_server.allow_unauthenticated(1)
         iam.delete_access_key(UserName="mounter", AccessKeyId=access)
         f.write(b"AFTER!")
         with pytest.raises(OSError) as e:

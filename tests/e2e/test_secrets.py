@@ -19,13 +19,12 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY
+from conftest import ACCESS_KEY, SECRET_KEY, AuthMoto, auth_moto
 from supervisor_support import (
     needs_supervisord,
     release,
@@ -34,7 +33,7 @@ from supervisor_support import (
 )
 
 from run_s3fs import mounts
-from run_s3fs.devserver import S3Server, start_moto, stop_moto
+from run_s3fs.devserver import S3Server
 
 pytestmark = pytest.mark.e2e
 
@@ -127,32 +126,11 @@ AUTH_BUCKET = "secrets-auth-bucket"
 
 
 @pytest.fixture(scope="module")
-def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[S3Server, str]]:
-    """A moto server that checks signatures (IAM on after set-up); yields it and the access
-    key id of a user allowed everything, whose secret the tests get wrong on purpose."""
-    import boto3
-
-    server = start_moto(
-        tmp_path_factory.mktemp("moto-auth"), env_extra={"INITIAL_NO_AUTH_ACTION_COUNT": "1000"}
-    )
-    try:
-        setup = {
-            "endpoint_url": server.url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": ACCESS_KEY,
-            "aws_secret_access_key": SECRET_KEY,
-        }
-        iam = boto3.client("iam", **setup)
-        iam.create_user(UserName="mounter")
-        key = iam.create_access_key(UserName="mounter")["AccessKey"]
-        server.client(ACCESS_KEY, SECRET_KEY).create_bucket(Bucket=AUTH_BUCKET)
-        req = urllib.request.Request(f"{server.url}/moto-api/reset-auth", data=b"0", method="POST")
-        req.add_header("Content-Type", "text/plain")
-        with urllib.request.urlopen(req, timeout=10) as resp:
-            resp.read()
-        yield server, key["AccessKeyId"]
-    finally:
-        stop_moto(server)
+def auth(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
+    """A moto server that checks signatures; its user (no policy) has a key whose secret
+    the tests get wrong on purpose."""
+    with auth_moto(tmp_path_factory.mktemp("moto-auth"), {AUTH_BUCKET: {}}) as server:
+        yield server
 
 
 def run_launcher(env: dict[str, str], *args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -169,13 +147,13 @@ def run_launcher(env: dict[str, str], *args: str, cwd: Path) -> subprocess.Compl
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_check_dry_run_and_rejected_key_leak_nothing(
     s3_server: S3Server,
-    auth: tuple[S3Server, str],
+    auth: AuthMoto,
     bucket: str,
     tmp_path: Path,
     backend: str,
     require_fuse: None,
 ) -> None:
-    auth_server, auth_key = auth
+    auth_server, auth_key = auth.server, auth.access_key
     env = variables(s3_server, bucket, tmp_path, backend)
     outputs = []
     for args in (("--check",), ("--check", "--json"), ("--dry-run",)):

@@ -17,16 +17,15 @@ import subprocess
 import sys
 import threading
 import time
-import urllib.request
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, is_mounted
+from conftest import ACCESS_KEY, SECRET_KEY, AuthMoto, auth_moto, is_mounted
 
-from run_s3fs.devserver import S3Server, free_port, start_moto, stop_moto
+from run_s3fs.devserver import S3Server, free_port
 
 pytestmark = pytest.mark.integration
 
@@ -48,69 +47,16 @@ class Checked:
         return {i["name"]: i for i in self.json()["items"]}
 
 
-@dataclass
-class AuthServer:
-    server: S3Server
-    access_key: str
-    secret_key: str
-
-
-def _post_text(url: str, body: bytes) -> None:
-    # text/plain, so the server hands the body over as-is (not as a parsed form)
-    req = urllib.request.Request(url, data=body, method="POST")
-    req.add_header("Content-Type", "text/plain")
-    with urllib.request.urlopen(req, timeout=10) as resp:
-        resp.read()
-
-
 @pytest.fixture(scope="module")
-def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthServer]:
-    """A moto server that validates credentials against IAM users it knows.
-
-    moto authenticates once INITIAL_NO_AUTH_ACTION_COUNT unauthenticated actions have
-    been served. Setting up takes a handful of actions, so start with a generous count
-    and, once the user, key, policy and buckets exist, set it to 0 through moto's
-    /moto-api/reset-auth (which also zeroes the counter): exact, not counted by hand.
-    """
-    import boto3
-
-    server = start_moto(
-        tmp_path_factory.mktemp("moto-auth"), env_extra={"INITIAL_NO_AUTH_ACTION_COUNT": "1000"}
-    )
-    try:
-        setup = {
-            "endpoint_url": server.url,
-            "region_name": "us-east-1",
-            "aws_access_key_id": ACCESS_KEY,
-            "aws_secret_access_key": SECRET_KEY,
-        }
-        iam = boto3.client("iam", **setup)
-        iam.create_user(UserName="mounter")
-        policy = {
-            "Version": "2012-10-17",
-            "Statement": [
-                {
-                    "Effect": "Allow",
-                    "Action": "s3:*",
-                    "Resource": [
-                        f"arn:aws:s3:::{ALLOWED_BUCKET}",
-                        f"arn:aws:s3:::{ALLOWED_BUCKET}/*",
-                    ],
-                }
-            ],
-        }
-        iam.put_user_policy(
-            UserName="mounter", PolicyName="one-bucket", PolicyDocument=json.dumps(policy)
-        )
-        key = iam.create_access_key(UserName="mounter")["AccessKey"]
-        s3 = server.client(ACCESS_KEY, SECRET_KEY)
-        s3.create_bucket(Bucket=ALLOWED_BUCKET)
-        s3.put_object(Bucket=ALLOWED_BUCKET, Key="reports/2024/q1.csv", Body=b"a,b\n")
-        s3.create_bucket(Bucket=OTHER_BUCKET)
-        _post_text(f"{server.url}/moto-api/reset-auth", b"0")
-        yield AuthServer(server, key["AccessKeyId"], key["SecretAccessKey"])
-    finally:
-        stop_moto(server)
+def auth_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AuthMoto]:
+    """A moto server that validates credentials against IAM users it knows; its user
+    may use ALLOWED_BUCKET only."""
+    with auth_moto(
+        tmp_path_factory.mktemp("moto-auth"),
+        {ALLOWED_BUCKET: {"reports/2024/q1.csv": b"a,b\n"}, OTHER_BUCKET: {}},
+        allowed_bucket=ALLOWED_BUCKET,
+    ) as auth:
+        yield auth
 
 
 def _clean_environ() -> dict[str, str]:
@@ -160,7 +106,7 @@ def failed(result: Checked) -> dict[str, dict]:
 # --- credentials (IAM-checking server) -----------------------------------------------------
 
 
-def test_good_credentials_every_item_ok(auth_server: AuthServer, tmp_path: Path) -> None:
+def test_good_credentials_every_item_ok(auth_server: AuthMoto, tmp_path: Path) -> None:
     a = auth_server
     env = variables(a.server, ALLOWED_BUCKET, tmp_path, a.access_key, a.secret_key)
     result = run_check(env, tmp_path, "--json", secrets=(a.secret_key,))
@@ -182,7 +128,7 @@ def test_good_credentials_every_item_ok(auth_server: AuthServer, tmp_path: Path)
     assert "a mount would work" in text.out
 
 
-def test_unknown_access_key(auth_server: AuthServer, tmp_path: Path) -> None:
+def test_unknown_access_key(auth_server: AuthMoto, tmp_path: Path) -> None:
     a = auth_server
     env = variables(a.server, ALLOWED_BUCKET, tmp_path, "AKIANOSUCHKEY0000000", a.secret_key)
     result = run_check(env, tmp_path, secrets=(a.secret_key,))
@@ -191,7 +137,7 @@ def test_unknown_access_key(auth_server: AuthServer, tmp_path: Path) -> None:
     assert "S3FS_ACCESSKEY" in result.out  # the advice names what to fix
 
 
-def test_wrong_secret_key(auth_server: AuthServer, tmp_path: Path) -> None:
+def test_wrong_secret_key(auth_server: AuthMoto, tmp_path: Path) -> None:
     a = auth_server
     wrong = "x" * 40
     env = variables(a.server, ALLOWED_BUCKET, tmp_path, a.access_key, wrong)
@@ -203,7 +149,7 @@ def test_wrong_secret_key(auth_server: AuthServer, tmp_path: Path) -> None:
     assert "S3FS_SECRETKEY" in bad["bucket"]["advice"]
 
 
-def test_key_without_permission_on_bucket(auth_server: AuthServer, tmp_path: Path) -> None:
+def test_key_without_permission_on_bucket(auth_server: AuthMoto, tmp_path: Path) -> None:
     a = auth_server
     env = variables(a.server, OTHER_BUCKET, tmp_path, a.access_key, a.secret_key)
     result = run_check(env, tmp_path, secrets=(a.secret_key,))
