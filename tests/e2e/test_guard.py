@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY
+from launch_support import ChildLaunches
 from supervisor_support import release, wait_for
 
 from run_s3fs import guard, mounts
@@ -37,25 +38,23 @@ needs_s3fs = pytest.mark.skipif(shutil.which("s3fs") is None, reason="s3fs is no
 BACKENDS = [pytest.param("s3fs", marks=needs_s3fs), "python"]
 
 
-class Launches:
+class Launches(ChildLaunches):
     """`python -m run_s3fs` as supervisord runs it, one log file per launch."""
 
     def __init__(self, server: S3Server, bucket: str, tmp: Path, backend: str) -> None:
-        self.tmp = tmp
-        self.mountpoint = tmp / "srv" / "app" / "store"  # parents missing at first
-        self.env = {
+        mountpoint = tmp / "srv" / "app" / "store"  # parents missing at first
+        env = {
             "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
             "HOME": str(tmp),
             "S3FS_BUCKET": bucket,
-            "S3FS_MOUNTPOINT": str(self.mountpoint),
+            "S3FS_MOUNTPOINT": str(mountpoint),
             "S3FS_ACCESSKEY": ACCESS_KEY,
             "S3FS_SECRETKEY": SECRET_KEY,
             "S3FS_URL": server.url,
             "S3FS_PASSWD_FILE": str(tmp / "private" / "passwd"),
             "S3FS_BACKEND": backend,
         }
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
+        super().__init__(tmp, mountpoint, env)
 
     def run(self, *args: str, prefix: tuple[str, ...] = (), **extra: str) -> str:
         done = subprocess.run(
@@ -69,26 +68,10 @@ class Launches:
         return done.stdout + done.stderr
 
     def start(self, prefix: tuple[str, ...] = (), **extra: str) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"launch-{len(self.procs)}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [*prefix, sys.executable, "-m", "run_s3fs"],
-                env={**self.env, **extra},
-                cwd=self.tmp,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs.append(proc)
-        self.logs.append(log)
-        assert wait_for(lambda: self.served_by(proc.pid) or proc.poll() is not None, 30, 0.1)
-        assert proc.poll() is None, log.read_text()
+        """Start a launch and wait until it serves the mount point."""
+        proc = super().start(prefix, **extra)
+        self.wait_live(proc, timeout=30, interval=0.1)
         return proc
-
-    def served_by(self, pid: int) -> bool:
-        try:
-            return mounts.inspect(self.mountpoint).server_pid == pid
-        except Exception:
-            return False
 
     def stop(self, proc: subprocess.Popen[bytes], backend: str) -> None:
         if backend == "s3fs":
@@ -102,18 +85,8 @@ class Launches:
         proc.wait(timeout=10)
         assert mounts.inspect(self.mountpoint).kind == "stale"
 
-    def log(self, proc: subprocess.Popen[bytes]) -> str:
-        return self.logs[self.procs.index(proc)].read_text(errors="replace")
-
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=30)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        super().close(timeout=30)
         release(self.mountpoint)
         for _ in range(3):  # a tmpfs guard may sit under a stale mount
             if guard.has_guard_mount(self.mountpoint):

@@ -14,8 +14,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -23,6 +21,7 @@ from pathlib import Path
 import psutil
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, is_mounted, unmount, wait_for
+from launch_support import ChildLaunches
 
 from run_s3fs import backends, mounts
 from run_s3fs.devserver import S3Server
@@ -102,66 +101,27 @@ def test_stale_mount_detected_and_lazily_unmounted(mounter, bucket: str) -> None
 # --- run-s3fs launching the real s3fs --------------------------------------------------------
 
 
-class Launcher:
+class Launcher(ChildLaunches):
     """`python -m run_s3fs` as supervisord would run it, with its log in a file."""
 
     def __init__(self, server: S3Server, bucket: str, tmp: Path) -> None:
-        self.mountpoint = tmp / "store"
-        self.tmp = tmp
         (tmp / "private").mkdir(mode=0o700, exist_ok=True)
         (tmp / "environment.json").write_text(json.dumps({"S3FS_BUCKET": bucket}))
-        self.env = {
+        env = {
             "PATH": os.environ["PATH"],
             "HOME": str(tmp),
             "S3FS_ENVIRONMENT_JSON": str(tmp / "environment.json"),
-            "S3FS_MOUNTPOINT": str(self.mountpoint),
+            "S3FS_MOUNTPOINT": str(tmp / "store"),
             "S3FS_ACCESSKEY": ACCESS_KEY,
             "S3FS_SECRETKEY": SECRET_KEY,
             "S3FS_URL": server.url,
             "S3FS_PASSWD_FILE": str(tmp / "private" / "passwd"),
             "S3FS_BACKEND": "s3fs",
         }
-        self.procs: list[subprocess.Popen[bytes]] = []
-        self.logs: list[Path] = []
-
-    def start(self, **extra: str) -> subprocess.Popen[bytes]:
-        log = self.tmp / f"launch-{len(self.procs)}.log"
-        with open(log, "wb") as out:
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "run_s3fs"],
-                env={**self.env, **extra},
-                cwd=self.tmp,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-            )
-        self.procs.append(proc)
-        self.logs.append(log)
-        return proc
-
-    def wait_live(self, proc: subprocess.Popen[bytes], timeout: float = 20) -> None:
-        # Live and served by this very pid (a dead mount left by an earlier launch is in the
-        # mount table too until the new launch has cleared it).
-        def served() -> bool:
-            try:
-                return inspect(self.mountpoint).server_pid == proc.pid
-            except Exception:
-                return False
-
-        ok = wait_for(lambda: served() or proc.poll() is not None, timeout, interval=0.2)
-        assert ok and proc.poll() is None, self.logs[self.procs.index(proc)].read_text()
-
-    def log_text(self) -> str:
-        return "".join(p.read_text(errors="replace") for p in self.logs)
+        super().__init__(tmp, tmp / "store", env)
 
     def close(self) -> None:
-        for proc in self.procs:
-            if proc.poll() is None:
-                proc.terminate()
-                try:
-                    proc.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait()
+        super().close()
         if is_mounted(self.mountpoint):
             unmount(self.mountpoint)
 
