@@ -15,13 +15,25 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, fuse_usable, is_mounted, start_mount, wait_for
+from conftest import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    Mount,
+    fuse_usable,
+    is_mounted,
+    start_mount,
+    wait_for,
+    write_passwd,
+)
 from faultproxy import FaultProxy
 
-from run_s3fs.devserver import free_port
+from run_s3fs.devserver import S3Server, free_port
 
 MIB = 1024 * 1024
 
@@ -35,22 +47,41 @@ def fuse_ok() -> None:
 
 @pytest.fixture(scope="module")
 def pw(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("pw") / "passwd"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
-    return path
+    return write_passwd(tmp_path_factory.mktemp("pw") / "passwd")
 
 
 @pytest.fixture(scope="module")
 def shared(s3_server, pw, tmp_path_factory, fuse_ok):
     """One bucket and one mount for the module's read/write tests."""
-    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
-    bucket = f"fs-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
+    client, bucket = new_bucket(s3_server)
     mount = start_mount("python", s3_server, bucket, tmp_path_factory.mktemp("m") / "mnt", pw)
     yield mount, client, bucket
     assert mount.stop() == 0
+
+
+def new_bucket(s3_server: S3Server) -> tuple[Any, str]:
+    """A client of the session's server and a new, empty bucket."""
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"fs-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    return client, bucket
+
+
+@contextmanager
+def through_proxy(
+    s3_server: S3Server, bucket: str, mountpoint: Path, pw: Path, options: list[str]
+) -> Iterator[tuple[Mount, FaultProxy]]:
+    """The backend mounted with every request going through a FaultProxy in front of
+    `s3_server`; the mount, then the proxy, stopped at the end."""
+    proxy = FaultProxy(s3_server.url).start()
+    try:
+        m = start_mount("python", s3_server, bucket, mountpoint, pw, [f"url={proxy.url}", *options])
+        try:
+            yield m, proxy
+        finally:
+            m.stop()
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture
@@ -189,23 +220,13 @@ def test_plain_objects_without_metadata_or_markers(shared, d):
 
 
 def test_ls_l_costs_one_listing_and_parallel_heads(s3_server, pw, tmp_path, fuse_ok):
-    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
-    bucket = f"fs-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
+    client, bucket = new_bucket(s3_server)
     for i in range(40):
         client.put_object(
             Bucket=bucket, Key=f"d/f{i:02d}", Body=b"x" * i, Metadata={"mode": "33188"}
         )
-    proxy = FaultProxy(s3_server.url).start()
-    m = start_mount(
-        "python",
-        s3_server,
-        bucket,
-        tmp_path / "mnt",
-        pw,
-        [f"url={proxy.url}", "stat_cache_expire=60"],
-    )
-    try:
+    opts = ["stat_cache_expire=60"]
+    with through_proxy(s3_server, bucket, tmp_path / "mnt", pw, opts) as (m, proxy):
         before = proxy.stats.requests
         entries = {p.name: p.stat() for p in (m.path / "d").iterdir()}  # readdir + lstat each
         first = proxy.stats.requests - before
@@ -219,24 +240,16 @@ def test_ls_l_costs_one_listing_and_parallel_heads(s3_server, pw, tmp_path, fuse
         for p in (m.path / "d").iterdir():
             p.stat()
         assert proxy.stats.requests - before <= 2  # a fresh LIST, attributes from the cache
-    finally:
-        m.stop()
-        proxy.stop()
 
 
 # --- no data loss -------------------------------------------------------------------------------
 
 
 def test_failed_upload_is_an_error_at_close_and_is_retried(s3_server, pw, tmp_path, fuse_ok):
-    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
-    bucket = f"fs-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    proxy = FaultProxy(s3_server.url).start()
-    m = start_mount(
-        "python", s3_server, bucket, tmp_path / "mnt", pw,
-        [f"url={proxy.url}", "retries=1", "connect_timeout=2"],
-    )  # fmt: skip
-    try:
+    client, bucket = new_bucket(s3_server)
+    with through_proxy(
+        s3_server, bucket, tmp_path / "mnt", pw, ["retries=1", "connect_timeout=2"]
+    ) as (m, proxy):
         (m.path / "keep.txt").write_bytes(b"first")
         f = open(m.path / "keep.txt", "wb")  # noqa: SIM115
         proxy.down()
@@ -251,21 +264,13 @@ def test_failed_upload_is_an_error_at_close_and_is_retried(s3_server, pw, tmp_pa
         body = client.get_object(Bucket=bucket, Key="keep.txt")["Body"].read()
         assert body == b"precious data"
         assert b"upload of /keep.txt failed" in m.log.read_bytes()
-    finally:
-        m.stop()
-        proxy.stop()
 
 
 def test_failed_upload_is_retried_in_the_background(s3_server, pw, tmp_path, fuse_ok):
-    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
-    bucket = f"fs-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
-    proxy = FaultProxy(s3_server.url).start()
-    m = start_mount(
-        "python", s3_server, bucket, tmp_path / "mnt", pw,
-        [f"url={proxy.url}", "retries=0", "upload_retry_interval=1"],
-    )  # fmt: skip
-    try:
+    client, bucket = new_bucket(s3_server)
+    with through_proxy(
+        s3_server, bucket, tmp_path / "mnt", pw, ["retries=0", "upload_retry_interval=1"]
+    ) as (m, proxy):
         f = open(m.path / "later.txt", "wb")  # noqa: SIM115
         proxy.down()
         f.write(b"eventually")
@@ -283,15 +288,10 @@ def test_failed_upload_is_retried_in_the_background(s3_server, pw, tmp_path, fus
 
         assert wait_for(uploaded, 15)  # without any further access to the file
         assert m.stop() == 0
-    finally:
-        m.stop()
-        proxy.stop()
 
 
 def test_owner_mode_and_name_options(s3_server, pw, tmp_path, fuse_ok):
-    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
-    bucket = f"fs-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
+    client, bucket = new_bucket(s3_server)
     client.put_object(Bucket=bucket, Key="f", Body=b"x", Metadata={"mode": "33152", "uid": "7"})
     client.put_object(Bucket=bucket, Key="d/g", Body=b"y")
     opts = ["uid=1234", "gid=4321", "umask=0022", "mp_umask=0077", "ro", "fsname=mys3", "x=1"]
@@ -319,9 +319,7 @@ def test_fsname_and_type_are_s3fs_by_default(shared):
 
 
 def test_sigterm_during_upload_finishes_it(s3_server, pw, tmp_path, fuse_ok):
-    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
-    bucket = f"fs-{uuid.uuid4().hex[:10]}"
-    client.create_bucket(Bucket=bucket)
+    client, bucket = new_bucket(s3_server)
     m = start_mount("python", s3_server, bucket, tmp_path / "mnt", pw)
     data = os.urandom(30 * MIB)
     result: dict = {}
