@@ -11,28 +11,11 @@ import sys
 from pathlib import Path
 
 import pytest
-
-
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            st = os.lstat(os.path.join(dirpath, name))
-            found[os.path.join(dirpath, name)] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return found
-
+from cli_support import run_cli, sandbox_fixture, snapshot  # noqa: F401 - the `sandbox` fixture
 
 ACCESS = "AKIACLITESTKEY123456"
 SECRET = "cLiSeCrEt/0123456789abcdefghijklmnopqrst"
 assert len(SECRET) == 40
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Path:
-    for d in ("home", "cwd", "private"):
-        (tmp_path / d).mkdir()
-    (tmp_path / "private").chmod(0o700)
-    return tmp_path
 
 
 def env_for(tmp: Path, **extra: str) -> dict[str, str]:
@@ -45,15 +28,15 @@ def env_for(tmp: Path, **extra: str) -> dict[str, str]:
     }
 
 
-def run(tmp: Path, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "run_s3fs", *args],
-        env=env,
-        cwd=tmp / "cwd",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+def complete_env(tmp: Path, **extra: str) -> dict[str, str]:
+    """env_for with every required variable set (bucket, mount point, keys)."""
+    required = {
+        "S3FS_BUCKET": "b-bucket",
+        "S3FS_MOUNTPOINT": str(tmp / "mnt"),
+        "S3FS_ACCESSKEY": ACCESS,
+        "S3FS_SECRETKEY": SECRET,
+    }
+    return env_for(tmp, **{**required, **extra})
 
 
 def test_dry_run_shows_plan_and_sources_and_changes_nothing(sandbox: Path) -> None:
@@ -67,7 +50,7 @@ def test_dry_run_shows_plan_and_sources_and_changes_nothing(sandbox: Path) -> No
         sandbox, S3FS_ACCESSKEY=ACCESS, AWS_SECRET_ACCESS_KEY=SECRET, S3FS_BACKEND="python"
     )
     before = snapshot(sandbox)
-    done = run(sandbox, env, "--dry-run", "--backend", "s3fs")
+    done = run_cli(sandbox, env, "--dry-run", "--backend", "s3fs")
     if shutil.which("s3fs") is None:
         pytest.skip("s3fs is not installed")
 
@@ -93,33 +76,19 @@ def test_dry_run_shows_plan_and_sources_and_changes_nothing(sandbox: Path) -> No
 def test_dry_run_refuses_a_nonempty_mountpoint_with_73(sandbox: Path) -> None:
     (sandbox / "mnt").mkdir()
     (sandbox / "mnt" / "keep.txt").write_text("x")
-    env = env_for(
-        sandbox,
-        S3FS_BUCKET="b-bucket",
-        S3FS_MOUNTPOINT=str(sandbox / "mnt"),
-        S3FS_ACCESSKEY=ACCESS,
-        S3FS_SECRETKEY=SECRET,
-    )
-    (sandbox / "environment.json").write_text("{}")
-    done = run(sandbox, env, "--dry-run")
+    env = complete_env(sandbox)
+    done = run_cli(sandbox, env, "--dry-run")
     assert done.returncode == 73
     assert done.stderr.startswith("run-s3fs: error: S3FS_MOUNTPOINT")
     assert "nonempty" in done.stderr
     assert len(done.stderr.strip().splitlines()) == 1
-    ok = run(sandbox, {**env, "S3FS_OPTIONS": "nonempty"}, "--dry-run")
+    ok = run_cli(sandbox, {**env, "S3FS_OPTIONS": "nonempty"}, "--dry-run")
     assert ok.returncode == 0, ok.stderr
 
 
 def test_key_length_warning_is_logged(sandbox: Path) -> None:
-    (sandbox / "environment.json").write_text("{}")
-    env = env_for(
-        sandbox,
-        S3FS_BUCKET="b-bucket",
-        S3FS_MOUNTPOINT=str(sandbox / "mnt"),
-        S3FS_ACCESSKEY="minioadmin",
-        S3FS_SECRETKEY="minioadmin-secret",
-    )
-    done = run(sandbox, env, "--dry-run")
+    env = complete_env(sandbox, S3FS_ACCESSKEY="minioadmin", S3FS_SECRETKEY="minioadmin-secret")
+    done = run_cli(sandbox, env, "--dry-run")
     assert done.returncode == 0
     warnings = [line for line in done.stderr.splitlines() if " WARNING " in line]
     assert len(warnings) == 2 and all(line.startswith("run-s3fs[") for line in warnings)
@@ -129,9 +98,9 @@ def test_key_length_warning_is_logged(sandbox: Path) -> None:
 def test_version_and_help(sandbox: Path) -> None:
     from run_s3fs import __version__
 
-    version = run(sandbox, env_for(sandbox), "--version")
+    version = run_cli(sandbox, env_for(sandbox), "--version")
     assert version.returncode == 0 and version.stdout.strip() == f"run-s3fs {__version__}"
-    helped = run(sandbox, env_for(sandbox), "--help")
+    helped = run_cli(sandbox, env_for(sandbox), "--help")
     assert helped.returncode == 0
     for flag in ("--check", "--json", "--dry-run", "--env-file", "--environment-json", "--backend"):
         assert flag in helped.stdout
@@ -146,14 +115,7 @@ def test_console_script_matches_module(sandbox: Path) -> None:
 
 
 def test_dry_run_imports_nothing_heavy(sandbox: Path) -> None:
-    (sandbox / "environment.json").write_text("{}")
-    env = env_for(
-        sandbox,
-        S3FS_BUCKET="b-bucket",
-        S3FS_MOUNTPOINT=str(sandbox / "mnt"),
-        S3FS_ACCESSKEY=ACCESS,
-        S3FS_SECRETKEY=SECRET,
-    )
+    env = complete_env(sandbox)
     done = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "run_s3fs", "--dry-run"],
         env=env,

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from cli_support import run_cli, sandbox_fixture, snapshot  # noqa: F401 - the `sandbox` fixture
 
 ACCESS = "AKIAMATRIXTEST123456"
 SECRET = "mAtRiXsEcReT/0123456789abcdefghijklmnopq"
@@ -213,16 +212,6 @@ CASES = [
 ]
 
 
-def snapshot(root: Path) -> dict[str, tuple[int, int, int]]:
-    found = {}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in dirnames + filenames:
-            p = os.path.join(dirpath, name)
-            st = os.lstat(p)
-            found[p] = (st.st_mode, st.st_size, st.st_mtime_ns)
-    return found
-
-
 def base_env(tmp: Path) -> dict[str, str]:
     return {
         "PATH": os.environ["PATH"],
@@ -235,26 +224,6 @@ def base_env(tmp: Path) -> dict[str, str]:
         "S3FS_PASSWD_FILE": str(tmp / "private" / "passwd"),
         "S3FS_ENVIRONMENT_JSON": str(tmp / "environment.json"),
     }
-
-
-def run_cli(tmp: Path, env: dict[str, str], args: tuple[str, ...] = ()):
-    return subprocess.run(
-        [sys.executable, "-m", "run_s3fs", *args],
-        env=env,
-        cwd=tmp / "cwd",
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-
-
-@pytest.fixture
-def sandbox(tmp_path: Path) -> Path:
-    for d in ("home", "cwd", "private"):
-        (tmp_path / d).mkdir()
-    (tmp_path / "private").chmod(0o700)
-    (tmp_path / "environment.json").write_text("{}")
-    return tmp_path
 
 
 def test_matrix_is_large_enough() -> None:
@@ -274,7 +243,7 @@ def test_bad_input(case: Case, sandbox: Path) -> None:
         (sandbox / rel).write_text(text)
     before = snapshot(sandbox)
 
-    done = run_cli(sandbox, env, case.args)
+    done = run_cli(sandbox, env, *case.args)
 
     out = done.stdout + done.stderr
     assert done.returncode == case.code, out
