@@ -14,14 +14,15 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
+from conftest import ACCESS_KEY, SECRET_KEY, wait_for
 
 from run_s3fs import guard, mounts
+from run_s3fs.devserver import S3Server
 
 SHIPPED = Path(__file__).resolve().parents[2] / "supervisord.conf"
 
@@ -35,13 +36,18 @@ def mounted_at(path: Path) -> bool:
     return mounts.find_mount(path) is not None
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.05) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
+def launch_variables(server: S3Server, bucket: str, tmp: Path, backend: str) -> dict[str, str]:
+    """The S3FS_* variables of a launch mounting `bucket` at tmp/store with the test keys;
+    the launcher writes the passwd file into tmp/private."""
+    return {
+        "S3FS_BUCKET": bucket,
+        "S3FS_MOUNTPOINT": str(tmp / "store"),
+        "S3FS_ACCESSKEY": ACCESS_KEY,
+        "S3FS_SECRETKEY": SECRET_KEY,
+        "S3FS_URL": server.url,
+        "S3FS_PASSWD_FILE": str(tmp / "private" / "passwd"),
+        "S3FS_BACKEND": backend,
+    }
 
 
 @dataclass
@@ -68,6 +74,7 @@ class Supervisor:
         return proc.stdout + proc.stderr
 
     def state(self) -> str:
+        """RUNNING, STARTING, BACKOFF, FATAL, STOPPED, ... (supervisorctl's second column)."""
         fields = self.ctl("status", "s3fs").split()
         return fields[1] if len(fields) > 1 else "?"
 
@@ -100,6 +107,7 @@ def start_supervisor(directory: Path, variables: dict[str, str]) -> Supervisor:
     directory.mkdir(parents=True)
     shutil.copy(SHIPPED, directory / "supervisord.conf")
     env = {k: v for k, v in os.environ.items() if not k.startswith(("S3FS_", "AWS_"))}
+    # The run-s3fs under test is the one installed next to this interpreter.
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(variables)
     proc = subprocess.Popen(

@@ -26,6 +26,7 @@ import pytest
 from conftest import ACCESS_KEY, SECRET_KEY
 from supervisor_support import (
     Supervisor,
+    launch_variables,
     needs_supervisord,
     supervise_fixture,  # noqa: F401 - the `supervise` fixture
     wait_for,
@@ -50,18 +51,6 @@ def backend_param(name: str) -> Any:
 BACKENDS = [backend_param("s3fs"), backend_param("python")]
 
 
-def variables(server: S3Server, bucket: str, tmp_path: Path, backend: str) -> dict[str, str]:
-    return {
-        "S3FS_BUCKET": bucket,
-        "S3FS_MOUNTPOINT": str(tmp_path / "store"),
-        "S3FS_ACCESSKEY": ACCESS_KEY,
-        "S3FS_SECRETKEY": SECRET_KEY,
-        "S3FS_URL": server.url,
-        "S3FS_PASSWD_FILE": str(tmp_path / "private" / "passwd-s3fs"),
-        "S3FS_BACKEND": backend,
-    }
-
-
 def payload(n: int, size: int) -> bytes:
     """Distinct, incompressible-looking bytes for file number n."""
     seed = hashlib.sha256(f"file-{n}".encode()).digest()
@@ -77,7 +66,7 @@ def wait_running(sup: Supervisor, timeout: float = 30) -> int:
 def test_sigkill_again_and_again(
     supervise, s3_server: S3Server, s3, bucket: str, tmp_path: Path, backend: str, record_property
 ) -> None:
-    sup = supervise(variables(s3_server, bucket, tmp_path, backend))
+    sup = supervise(launch_variables(s3_server, bucket, tmp_path, backend))
     mnt = sup.mountpoint
     pid = wait_running(sup)
     written: dict[str, bytes] = {}
@@ -161,7 +150,7 @@ class Writer(threading.Thread):
 def test_stop_while_writing_loses_nothing(
     supervise, s3_server: S3Server, s3, bucket: str, tmp_path: Path, backend: str, record_property
 ) -> None:
-    env = variables(s3_server, bucket, tmp_path, backend)
+    env = launch_variables(s3_server, bucket, tmp_path, backend)
     env["S3FS_OPTIONS"] = "multipart_size=5"  # 6 MB files go up in parts
     sup = supervise(env)
     wait_running(sup)

@@ -26,6 +26,7 @@ import psutil
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, AuthMoto, auth_moto
 from supervisor_support import (
+    launch_variables,
     needs_supervisord,
     release,
     supervise_fixture,  # noqa: F401 - the `supervise` fixture
@@ -57,16 +58,7 @@ def leaks(text: str | bytes, extra: tuple[str, ...] = ()) -> list[str]:
 
 
 def variables(server: S3Server, bucket: str, tmp: Path, backend: str) -> dict[str, str]:
-    return {
-        "S3FS_BUCKET": bucket,
-        "S3FS_MOUNTPOINT": str(tmp / "store"),
-        "S3FS_ACCESSKEY": ACCESS_KEY,
-        "S3FS_SECRETKEY": SECRET_KEY,
-        "S3FS_URL": server.url,
-        "S3FS_PASSWD_FILE": str(tmp / "private" / "passwd"),
-        "S3FS_BACKEND": backend,
-        "S3FS_LOGLEVEL": "debug",
-    }
+    return {**launch_variables(server, bucket, tmp, backend), "S3FS_LOGLEVEL": "debug"}
 
 
 def scan_processes(root_pid: int, backend_pid: int) -> int:
