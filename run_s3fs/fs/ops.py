@@ -235,6 +235,9 @@ class S3Operations(mfusepy.Operations):
             self.listings.invalidate_parent(path)
         else:
             self.listings.update(path, DirEntry(posixpath.basename(path), is_dir), exists)
+        if exists is False:
+            with self._lock:
+                self._seen_etags.pop(path, None)
         self.objects.invalidate(self._key(path))
         self.objects.invalidate(self._dkey(path))
 

@@ -42,6 +42,18 @@ def test_stat_cache_bounded_lru_and_tree_invalidation():
     assert c.get("/d/x") is None and c.get("/d/y") is None and c.get("/e") is A
 
 
+def test_stat_cache_drops_expired_entries_nobody_asks_for():
+    # A workload that keeps making new names (and deleting old ones) must not fill the
+    # cache up to max_entries with entries long expired: the soak run's memory grew so.
+    c = StatCache(ttl=0.2, negative_ttl=0.05, max_entries=100_000)
+    for i in range(1000):
+        c.put(f"/gone{i}", None)
+    c.put("/kept", A)
+    time.sleep(0.1)
+    c.put("/new", A)
+    assert len(c) == 2 and c.get("/kept") is A
+
+
 def test_zero_ttl_caches_nothing():
     c = StatCache(ttl=0, negative_ttl=0, max_entries=10)
     c.put("/a", A)
