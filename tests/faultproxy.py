@@ -17,6 +17,7 @@ import random
 import socket
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -68,6 +69,9 @@ class FaultProxy:
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rates = rates or FaultRates()
         self.stats = FaultStats()
+        # The latest requests ("HEAD /bucket/key"), for tests that count requests to say
+        # which ones they saw.
+        self.seen: deque[str] = deque(maxlen=1000)
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
         self._down = threading.Event()
@@ -154,6 +158,7 @@ class FaultProxy:
             def _handle(self) -> None:
                 body = self._read_body()
                 proxy.stats.count("requests")
+                proxy.seen.append(f"{self.command} {self.path}")
                 if proxy._down.is_set():
                     proxy.stats.count("refused")
                     self._reset()
