@@ -267,7 +267,7 @@ def passwd_file(tmp_path: Path) -> Path:
     return write_passwd(tmp_path / "passwd-s3fs")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def require_fuse() -> None:
     reason = fuse_usable()
     if reason:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -74,21 +73,14 @@ DEFAULT_OPTIONS: list[str] = []
 
 
 @pytest.fixture(scope="session")
-def fuse_ok() -> None:
-    """Skip (with the reason) where FUSE mounts cannot work; session-scoped `require_fuse`."""
-    reason = fuse_usable()
-    if reason:
-        pytest.skip(reason)
+def fuse_ok(require_fuse: None) -> None:
+    """The e2e modules' name for the root conftest's `require_fuse`."""
 
 
 @pytest.fixture(scope="session")
 def session_passwd(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A passwd file (0600, `ACCESS:SECRET`) usable by mounts of any scope."""
-    path = tmp_path_factory.mktemp("passwd") / "passwd-s3fs"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
-    return path
+    return _root.write_passwd(tmp_path_factory.mktemp("passwd") / "passwd-s3fs")
 
 
 @pytest.fixture(scope="session")

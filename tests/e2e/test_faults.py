@@ -48,7 +48,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, is_mounted, start_mount, wait_for
+from conftest import ACCESS_KEY, SECRET_KEY, is_mounted, start_mount, wait_for, write_passwd
 from faultproxy import FaultProxy, FaultRates
 
 from run_s3fs.devserver import S3Server, free_port, stop_moto
@@ -71,11 +71,7 @@ def blob(rng: random.Random, size: int) -> bytes:
 
 @pytest.fixture(scope="module")
 def pw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pw") / "passwd"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
-    return path
+    return write_passwd(tmp_path_factory.mktemp("pw") / "passwd")
 
 
 @pytest.fixture

@@ -25,7 +25,6 @@ from conftest import (
     ACCESS_KEY,
     SECRET_KEY,
     Mount,
-    fuse_usable,
     is_mounted,
     start_mount,
     wait_for,
@@ -39,10 +38,8 @@ MIB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
-def fuse_ok() -> None:
-    reason = fuse_usable()
-    if reason:
-        pytest.skip(reason)
+def fuse_ok(require_fuse: None) -> None:
+    pass
 
 
 @pytest.fixture(scope="module")

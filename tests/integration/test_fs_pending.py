@@ -19,30 +19,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, fuse_usable, start_mount, wait_for
+from conftest import ACCESS_KEY, SECRET_KEY, start_mount, wait_for, write_passwd
 from faultproxy import FaultProxy
 
 QUICK = ["retries=0", "connect_timeout=1", "readwrite_timeout=3", "upload_retry_interval=1"]
 
 
 @pytest.fixture(scope="module")
-def fuse_ok() -> None:
-    reason = fuse_usable()
-    if reason:
-        pytest.skip(reason)
-
-
-@pytest.fixture(scope="module")
 def pw(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    path = tmp_path_factory.mktemp("pw") / "passwd"
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
-    return path
+    return write_passwd(tmp_path_factory.mktemp("pw") / "passwd")
 
 
 @pytest.fixture(scope="module")
-def rig(s3_server, pw, tmp_path_factory, fuse_ok) -> Iterator[tuple[Any, Any, str, FaultProxy]]:
+def rig(
+    s3_server, pw, tmp_path_factory, require_fuse
+) -> Iterator[tuple[Any, Any, str, FaultProxy]]:
     """One mount through a fault proxy for the module; each test uses its own names."""
     client = s3_server.client(ACCESS_KEY, SECRET_KEY)
     bucket = f"fs-{uuid.uuid4().hex[:10]}"
