@@ -241,6 +241,14 @@ class S3Operations(mfusepy.Operations):
         self.objects.invalidate(self._key(path))
         self.objects.invalidate(self._dkey(path))
 
+    def _changed_tree(self, path: str, exists: bool, is_dir: bool = True) -> None:
+        """`_changed`, and everything cached below `path` too (rmdir, renames)."""
+        self._changed(path, exists=exists, is_dir=is_dir)
+        self.prefetch.forget_tree(path)
+        self.ahead.forget_tree(path)
+        self.stats.invalidate_tree(path)
+        self.listings.invalidate_tree(path)
+
     def _check_writable(self) -> None:
         if self.read_only:
             raise fuse_error(errno.EROFS)
@@ -541,10 +549,7 @@ class S3Operations(mfusepy.Operations):
         if not self._dir_is_empty(path):
             raise fuse_error(errno.ENOTEMPTY)
         self._delete_dir_objects(path)
-        self._changed(path, exists=False)
-        self.prefetch.forget_tree(path)
-        self.ahead.forget_tree(path)
-        self.listings.invalidate_tree(path)
+        self._changed_tree(path, exists=False)
         self.stats.put(path, None)
         return 0
 
@@ -823,12 +828,8 @@ class S3Operations(mfusepy.Operations):
             self._rename_dir(old, new)
         else:
             self._rename_file(old, new, src)
-        for p, exists in ((old, False), (new, True)):
-            self._changed(p, exists=exists, is_dir=src.is_dir)
-            self.prefetch.forget_tree(p)
-            self.ahead.forget_tree(p)
-            self.stats.invalidate_tree(p)
-            self.listings.invalidate_tree(p)
+        self._changed_tree(old, exists=False, is_dir=src.is_dir)
+        self._changed_tree(new, exists=True, is_dir=src.is_dir)
         return 0
 
     def _rename_file(self, old: str, new: str, attr: Attr) -> None:

@@ -213,7 +213,8 @@ class ListingsAhead:
         self._ahead = ahead
         self._max_dirs = max_dirs
         self._walks: OrderedDict[str, _Walk] = OrderedDict()
-        self._fetched: dict[str, tuple[Future[Listing], list[float]]] = {}
+        # path → its listing (None: the LIST failed) and when it arrived
+        self._fetched: dict[str, Future[tuple[Listing | None, float]]] = {}
         self._lock = threading.Lock()
 
     def listed(self, path: str, subdirs: list[str]) -> None:
@@ -231,20 +232,17 @@ class ListingsAhead:
             fetched = self._fetched.pop(path, None)
         if fetched is None:
             return None
-        future, done_at = fetched
-        try:
-            listing = future.result()
-        except Exception:
-            return None  # the caller lists anew and reports what goes wrong then
-        if time.monotonic() - done_at[0] > self._ttl:
-            return None
+        listing, arrived = fetched.result()
+        if listing is None or time.monotonic() - arrived > self._ttl:
+            return None  # the caller lists anew (and reports what goes wrong then)
         return listing
 
     def _note_read(self, path: str) -> None:
         """Under self._lock: `path` is being read; the second read among one directory's
         subdirectories starts the listings of the rest (at most `ahead` in flight)."""
         now = time.monotonic()
-        for p in [p for p, f in self._fetched.items() if f[0].done() and now - f[1][0] > self._ttl]:
+        old = [p for p, f in self._fetched.items() if f.done() and now - f.result()[1] > self._ttl]
+        for p in old:
             del self._fetched[p]  # fetched for a traversal that went elsewhere
         walk = self._walks.get(posixpath.dirname(path))
         if walk is None:
@@ -258,23 +256,22 @@ class ListingsAhead:
         walk.reads += 1
         if walk.reads < 2:
             return
-        room = self._ahead - sum(1 for f, _ in self._fetched.values() if not f.done())
+        room = self._ahead - sum(1 for f in self._fetched.values() if not f.done())
         for sub in walk.subdirs[: max(room, 0)]:
             if sub not in self._fetched:
                 self._fetched[sub] = self._start(sub)
         del walk.subdirs[: max(room, 0)]
         walk.expires = now + self._ttl
 
-    def _start(self, path: str) -> tuple[Future[Listing], list[float]]:
-        done_at = [float("inf")]
-
-        def fetch() -> Listing:
+    def _start(self, path: str) -> Future[tuple[Listing | None, float]]:
+        def fetch() -> tuple[Listing | None, float]:
             try:
-                return self._list_dir(path)
-            finally:
-                done_at[0] = time.monotonic()
+                listing: Listing | None = self._list_dir(path)
+            except Exception:
+                listing = None
+            return listing, time.monotonic()
 
-        return self._pool.submit(fetch), done_at
+        return self._pool.submit(fetch)
 
     def forget(self, path: str) -> None:
         """Our own change inside directory `path`: its listing fetched ahead is stale."""

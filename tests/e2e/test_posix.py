@@ -404,7 +404,7 @@ def test_write_patterns_match_local_file(
             # Once in CI, s3fs 1.90 never answered this truncate (the test sat out pytest's
             # 300 s limit): run it on a mount of its own, in a child with a time limit, so
             # a wedged s3fs fails this (xfail) test only, not the module's shared mount.
-            _s3fs_truncate_in_child(fs, scenario, request)
+            _s3fs_truncate_in_child(fs, scenario)
             return
     initial = _rand(100, 200_000)
     mounted, local = d / "f.bin", tmp_path / "f.bin"
@@ -419,7 +419,7 @@ def test_write_patterns_match_local_file(
     assert fs.obj(mounted) == expected
 
 
-def _s3fs_truncate_in_child(fs: FS, scenario: str, request: pytest.FixtureRequest) -> None:
+def _s3fs_truncate_in_child(fs: FS, scenario: str) -> None:
     """The truncate scenario against a fresh s3fs mount, driven by a child process that
     is killed if s3fs stops answering; the mount is torn down either way."""
     m = fs.mounts.mount("s3fs", fs.bucket, name="truncate")

@@ -152,8 +152,11 @@ def test_kernel_read_ahead_is_raised_to_a_mib(env):
 def test_a_listing_fetched_ahead_shows_our_own_later_changes(env):
     mnt, proxy = env
     tree = mnt / "tree"
-    names = lambda d: sorted(e.name for e in os.scandir(tree / d))  # noqa: E731
-    sorted(e.name for e in os.scandir(tree))
+
+    def names(d: str) -> list[str]:
+        return sorted(e.name for e in os.scandir(tree / d))
+
+    names("")  # the walk starts: tree is read, then its subdirectories
     names("d0")
     before = proxy.stats.requests
     names("d1")  # the second subdirectory read: d2's listing is fetched ahead
