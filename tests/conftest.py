@@ -186,6 +186,40 @@ def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
     return predicate()
 
 
+def fuse_connection(mountpoint: Path) -> int | None:
+    """The kernel's FUSE connection number behind `mountpoint` (its device number, as
+    /sys/fs/fuse/connections names it), read from the mount table so that nothing has to
+    stat a mount that may be wedged; None if nothing FUSE is mounted there."""
+    target = str(mountpoint)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            point = fields[4].encode().decode("unicode_escape") if "\\" in fields[4] else fields[4]
+            fstype = fields[fields.index("-") + 1]
+            if point == target and fstype.startswith("fuse"):
+                major, minor = (int(n) for n in fields[2].split(":"))
+                return os.makedev(major, minor)
+    return None
+
+
+def abort_fuse(mountpoint: Path) -> bool:
+    """Abort the FUSE connection behind `mountpoint`: every request fails at once
+    (ECONNABORTED, then ENOTCONN). A process blocked on a request the daemon has already
+    taken cannot be killed (not even by SIGKILL) until the daemon answers, so a wedged
+    daemon would hold its callers, the test and pytest itself for ever; this frees them."""
+    conn = fuse_connection(mountpoint)
+    if conn is None:
+        return False
+    control = Path("/sys/fs/fuse/connections")
+    if not (control / str(conn)).exists():
+        subprocess.run(["mount", "-t", "fusectl", "fusectl", str(control)], capture_output=True)
+    try:
+        (control / str(conn) / "abort").write_text("1")
+    except OSError:
+        return False
+    return True
+
+
 def unmount(mountpoint: Path) -> None:
     """Unmount (lazily, so a busy or dead mount goes too); ignore "not mounted"."""
     for tool in ("fusermount3", "fusermount"):
@@ -203,17 +237,28 @@ class Mount:
     log: Path
 
     def stop(self, timeout: float = 30) -> int:
-        """SIGTERM the daemon (as supervisord would), wait for it, return its exit status."""
+        """SIGTERM the daemon (as supervisord would), wait for it, return its exit status.
+
+        A daemon that does not exit in time is killed; one that cannot die (a thread of it
+        blocked on its own mount) is freed by aborting its FUSE connection. Never hangs."""
         if self.process.poll() is None:
             self.process.terminate()
             try:
                 self.process.wait(timeout=timeout)
             except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+                self.kill()
         if is_mounted(self.path):
             unmount(self.path)
         return self.process.returncode
+
+    def kill(self) -> None:
+        """SIGKILL the daemon and reap it within seconds, whatever state it is in."""
+        self.process.kill()
+        try:
+            self.process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            abort_fuse(self.path)
+            self.process.wait(timeout=10)
 
 
 def backend_argv(backend: str, bucket_spec: str, mountpoint: Path, options: list[str]) -> list[str]:

@@ -62,6 +62,8 @@ del _name, _obj  # a leftover fixture object here would be registered as fixture
 ACCESS_KEY: str = _root.ACCESS_KEY
 SECRET_KEY: str = _root.SECRET_KEY
 Mount = _root.Mount
+abort_fuse = _root.abort_fuse
+fuse_connection = _root.fuse_connection
 fuse_usable = _root.fuse_usable
 start_mount = _root.start_mount
 
