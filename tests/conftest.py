@@ -23,6 +23,9 @@ import pytest
 
 from run_s3fs.devserver import S3Server, start_moto, stop_moto
 
+# A hung test's timeout must fail that test, not crash pytest's report (tests/lineless.py).
+pytest_plugins = ["lineless"]
+
 # Test credentials: shaped like AWS's (20/40 characters) so no length warning fires.
 ACCESS_KEY = "AKIATESTTESTTEST1234"
 SECRET_KEY = "tEsTsEcReT/0123456789abcdefghijklmnopqrs"

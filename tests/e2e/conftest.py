@@ -54,7 +54,11 @@ _root = _load_root_conftest()
 # Every public helper of the root conftest, so that `from conftest import X` keeps
 # working in e2e modules whatever the root file adds later.
 for _name, _obj in vars(_root).items():
-    if not _name.startswith("_") and not _is_fixture(_obj) and _name not in globals():
+    if (
+        not _name.startswith(("_", "pytest_"))  # pytest_plugins and hooks belong to the root
+        and not _is_fixture(_obj)
+        and _name not in globals()
+    ):
         globals()[_name] = _obj
 del _name, _obj  # a leftover fixture object here would be registered as fixture `_obj`
 
