@@ -193,6 +193,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
 
     def destroy(path: str) -> None:
         # The session is over; nothing may interrupt the last uploads now.
+        stop.session_ended()
         stop.ignore_further()
         log.info("unmounted; uploading what is still pending")
         original_destroy(path)

@@ -24,13 +24,21 @@ STOP_SIGNALS = (signal.SIGTERM, signal.SIGINT)
 
 
 class GracefulStop:
-    def __init__(self, busy: Callable[[], bool], grace: float) -> None:
+    def __init__(
+        self,
+        busy: Callable[[], bool],
+        grace: float,
+        end_session: Callable[[int], None] | None = None,
+    ) -> None:
         self.busy = busy  # True while a file is open with data not yet uploaded
         self.grace = grace
+        self.end_session = end_session or _end_fuse_session
         self.requested = threading.Event()
-        self.session: int | None = None  # `struct fuse *`, known once init ran
+        self.session: int | None = None  # `struct fuse *`, from init until destroy
         self._session_known = threading.Event()
-        self._main = threading.main_thread().ident
+        # fuse_exit writes into the session: it must not run once libfuse has started to
+        # free it (an unmount ending the loop as a signal arrives corrupted the heap).
+        self._session_lock = threading.Lock()
         self._read_fd, self._write_fd = os.pipe()
 
     def install(self) -> None:
@@ -47,6 +55,12 @@ class GracefulStop:
     def session_started(self, fuse_ptr: int | None) -> None:
         """From init: the session pointer fuse_exit needs."""
         self.session = fuse_ptr
+        self._session_known.set()
+
+    def session_ended(self) -> None:
+        """From destroy, which libfuse calls before it frees the session."""
+        with self._session_lock:
+            self.session = None
         self._session_known.set()
 
     def _watch(self) -> None:
@@ -72,17 +86,24 @@ class GracefulStop:
         if self.busy():
             log.error("files still open for writing after %.0fs; unmounting anyway", self.grace)
         self._session_known.wait()
-        if self.session:
-            import mfusepy
-
-            mfusepy._libfuse.fuse_exit(ctypes.c_void_p(self.session))
-        # The main thread waits in sem_wait for the session to end: interrupt it.
-        signal.pthread_kill(self._main, signal.SIGUSR1)
+        with self._session_lock:
+            if self.session:
+                self.end_session(self.session)
 
     def ignore_further(self) -> None:
         """During the final uploads nothing may kill us (main thread only)."""
         for sig in STOP_SIGNALS:
             signal.signal(sig, signal.SIG_IGN)
+
+
+def _end_fuse_session(fuse_ptr: int) -> None:
+    """Make fuse_main return. Called only while the session lives: later, Python may be
+    finalizing, with SIGUSR1 back at its default action (terminate the process)."""
+    import mfusepy
+
+    mfusepy._libfuse.fuse_exit(ctypes.c_void_p(fuse_ptr))
+    # The main thread waits in sem_wait for the session to end: interrupt it.
+    signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
 
 
 def _noop(signum, frame) -> None:
