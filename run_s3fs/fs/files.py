@@ -207,8 +207,7 @@ class OpenFile:
             spool = self.load()
             spool.flush()
             size = os.fstat(spool.fileno()).st_size
-            a = self.attr
-            meta = layout.encode_meta(a.mode, a.uid, a.gid, a.mtime_ns, a.ctime_ns, a.atime_ns)
+            meta = layout.object_meta(self.attr)
             ctype = layout.content_type_for(self.path)
             started = time.monotonic()
             try:

@@ -39,6 +39,9 @@ class Attr:
     ctime_ns: int
     atime_ns: int
     etag: str = ""
+    # Every other x-amz-meta-* header the object had (s3fs's xattr, other tools' own),
+    # sorted (name, value) pairs: written back unchanged on every rewrite of the object.
+    extra: tuple[tuple[str, str], ...] = ()
 
     @property
     def is_dir(self) -> bool:
@@ -169,6 +172,31 @@ def encode_meta(mode: int, uid: int, gid: int, mtime_ns: int, ctime_ns: int, ati
     }
 
 
+# The headers encode_meta writes; any other user metadata is carried in Attr.extra.
+OWN_META = frozenset(("mode", "uid", "gid", "mtime", "ctime", "atime"))
+
+
+def foreign_meta(metadata: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
+    """The user metadata that is not ours, as Attr.extra holds it."""
+    return tuple(sorted((k.lower(), v) for k, v in metadata.items() if k.lower() not in OWN_META))
+
+
+def object_meta(attr: Attr) -> dict:
+    """All the user metadata to write for `attr`: other tools' headers as they were found,
+    ours over them. s3fs too keeps headers it does not know through chmod, utime,
+    rename and rewrites; dropping them would, for one, erase an s3fs mount's xattrs."""
+    return {
+        **dict(attr.extra),
+        **encode_meta(attr.mode, attr.uid, attr.gid, attr.mtime_ns, attr.ctime_ns, attr.atime_ns),
+    }
+
+
+def renamed_meta(metadata: Mapping[str, str], ctime_ns: int) -> dict:
+    """A renamed file's metadata, as s3fs's rename_object writes it: all of it kept, the
+    ctime now (the copy's Content-Type is then that of the new name: content_type_for)."""
+    return {**{k.lower(): v for k, v in metadata.items()}, "ctime": format_time(ctime_ns)}
+
+
 def is_dir_object(key: str, content_type: str | None, size: int) -> bool:
     """True if an object is a directory marker (when its mode does not say)."""
     ctype = (content_type or "").split(";")[0].strip().lower()
@@ -222,6 +250,7 @@ def decode_attr(
         ctime_ns=lm_ns if ctime is None else ctime,
         atime_ns=lm_ns if atime is None else atime,
         etag=etag,
+        extra=foreign_meta(meta),
     )
 
 

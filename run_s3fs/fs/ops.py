@@ -364,21 +364,21 @@ class S3Operations(mfusepy.Operations):
                 return
             self._release(fh)
         f = self.files.get(path)
-        meta = layout.encode_meta(
-            new.mode, new.uid, new.gid, new.mtime_ns, new.ctime_ns, new.atime_ns
-        )
         etag = ""  # the copy's: reads pinned to the old one would find it "replaced"
-        if attr.is_dir:
-            dkey = self._dkey(path)
-            marker = self.s3.head(dkey)
-            if marker is not None:
-                self.s3.copy(dkey, dkey, 0, meta, marker.content_type or layout.DIR_CONTENT_TYPE)
-            else:
-                # An implicit directory gets a marker, so the new attributes have a home.
-                self.s3.put(dkey, b"", meta, layout.DIR_CONTENT_TYPE)
+        # The object as it is now: its Content-Type and other tools' headers are kept.
+        key = self._dkey(path) if attr.is_dir else self._key(path)
+        current = self.s3.head(key)
+        if current is not None:
+            new = replace(new, extra=layout.foreign_meta(current.metadata))
+            ctype = current.content_type or (
+                layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
+            )
+            etag = self.s3.copy(key, key, current.size, layout.object_meta(new), ctype)
+        elif attr.is_dir:
+            # An implicit directory gets a marker, so the new attributes have a home.
+            self.s3.put(key, b"", layout.object_meta(new), layout.DIR_CONTENT_TYPE)
         else:
-            key = self._key(path)
-            etag = self.s3.copy(key, key, attr.size, meta)
+            raise fuse_error(errno.ENOENT)
         if f is not None:
             f.attr = replace(new, size=f.attr.size, etag=etag or f.attr.etag)
         self._changed(path, exists=True, is_dir=attr.is_dir)
@@ -783,7 +783,7 @@ class S3Operations(mfusepy.Operations):
     @operation
     def link(self, target: str, source: str) -> int:
         log.warning("hard link %s → %s refused: S3 has no hard links", target, source)
-        raise fuse_error(errno.EPERM)
+        raise fuse_error(errno.ENOTSUP)  # s3fs's answer too
 
     @operation
     def mknod(self, path: str, mode: int, dev: int) -> int:
@@ -825,23 +825,34 @@ class S3Operations(mfusepy.Operations):
         if src.is_dir:
             if (new + "/").startswith(old + "/"):
                 raise fuse_error(errno.EINVAL)
-            self._rename_dir(old, new)
+            self._rename_dir(old, new, src)
         else:
-            self._rename_file(old, new, src)
+            self._rename_file(old, new)
         self._changed_tree(old, exists=False, is_dir=src.is_dir)
         self._changed_tree(new, exists=True, is_dir=src.is_dir)
         return 0
 
-    def _rename_file(self, old: str, new: str, attr: Attr) -> None:
+    def _rename_file(self, old: str, new: str) -> None:
+        """s3fs's rename_object: a copy carrying all the metadata, a new ctime and the
+        Content-Type of the new name; then the original is deleted."""
         f = self.files.get(old)
-        if f is not None:
-            if f.flush():
-                self._after_upload(f)
-            attr = f.attr
+        if f is not None and f.flush():
+            self._after_upload(f)
         old_key, new_key = self._key(old), self._key(new)
+        current = self.s3.head(old_key)
+        if current is None:
+            raise fuse_error(errno.ENOENT)
+
+        now = time.time_ns()
+
+        def copy() -> str:
+            meta = layout.renamed_meta(current.metadata, now)
+            ctype = layout.content_type_for(new)
+            return self.s3.copy(old_key, new_key, current.size, meta, ctype)
+
         target = self.files.get(new)
         if target is None:
-            etag = self.s3.copy(old_key, new_key, attr.size)
+            etag = copy()
         else:
             # Replacing a file open (or pending) here: its handles keep the data they opened
             # (POSIX), so fetch it before it is gone (as unlink does). Its lock is held
@@ -852,7 +863,7 @@ class S3Operations(mfusepy.Operations):
                     target.load()
                 except OSError as e:
                     log.info("%s: open handles lose its old content: %s", new, e)
-                etag = self.s3.copy(old_key, new_key, attr.size)
+                etag = copy()
                 target.unlinked = True
             with self.files.lock:
                 if self.files.by_path.get(new) is target:
@@ -860,16 +871,22 @@ class S3Operations(mfusepy.Operations):
         self.s3.delete(old_key)
         if f is not None and etag:
             with f.lock:
-                f.attr = replace(f.attr, etag=etag)  # its reads are pinned to the copy now
+                # Its reads are pinned to the copy now.
+                f.attr = replace(f.attr, etag=etag, ctime_ns=now)
         self.files.rename(old, new, new_key)
 
-    def _rename_dir(self, old: str, new: str) -> None:
-        """Every key below `old/` is copied, then the originals deleted: not atomic."""
+    def _rename_dir(self, old: str, new: str, attr: Attr) -> None:
+        """Every key below `old/` is copied, then the originals deleted: not atomic.
+        The directory itself gets a fresh marker with a new ctime, as s3fs gives it,
+        whatever it had (a marker, an old-style `dir` object, or nothing)."""
         for f in self.files.under(old):
             if f.flush():
                 self._after_upload(f)
         old_prefix, new_prefix = self._dkey(old), self._dkey(new)
-        entries = list(self.s3.iter_keys(old_prefix))
+        meta = layout.object_meta(replace(attr, ctime_ns=time.time_ns()))
+        self.s3.put(new_prefix, b"", meta, layout.DIR_CONTENT_TYPE)
+        listed = list(self.s3.iter_keys(old_prefix))
+        entries = [e for e in listed if e.key != old_prefix]
         copies = [
             self.heads.submit(self.s3.copy, e.key, new_prefix + e.key[len(old_prefix) :], e.size)
             for e in entries
@@ -878,12 +895,10 @@ class S3Operations(mfusepy.Operations):
             new_prefix + e.key[len(old_prefix) :]: c.result()
             for e, c in zip(entries, copies, strict=True)
         }
-        old_keys = [e.key for e in entries]
-        # An old-style directory object `dir` (no slash) goes too, replaced by a marker.
+        old_keys = [e.key for e in listed]
+        # An old-style directory object `dir` (no slash) goes too.
         info = self.s3.head(self._key(old))
         if info is not None and self._decode(info).is_dir:
-            if not any(e.key == old_prefix for e in entries):
-                self.s3.copy(info.key, new_prefix, 0)
             old_keys.append(info.key)
         self.s3.delete_many(old_keys)
         for f in self.files.under(old):

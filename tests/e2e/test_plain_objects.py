@@ -348,6 +348,50 @@ def test_chmod_implicit_directory_persists(
     assert os.listdir(fresh.path / area.key / "imp") == ["file.txt"]
 
 
+def test_other_tools_metadata_survives_chmod_touch_rewrite_and_rename(area: Area) -> None:
+    """Headers we do not write ourselves (an s3fs mount's xattrs, an app's own) are kept
+    through every rewrite of the object, as s3fs keeps them."""
+    xattr = "%7B%22user.k%22%3A%22dg%3D%3D%22%7D"  # s3fs's use_xattr: {"user.k": "dg=="}
+    area.put("doc.dat", b"body", Metadata={"xattr": xattr, "app-tag": "blue"}, ContentType="x/y")
+
+    def foreign(rel: str) -> dict[str, str]:
+        meta = area.head(rel)["Metadata"]
+        return {k: v for k, v in meta.items() if k in ("xattr", "app-tag")}
+
+    kept = {"xattr": xattr, "app-tag": "blue"}
+    os.chmod(area.path / "doc.dat", 0o600)
+    assert foreign("doc.dat") == kept
+    os.utime(area.path / "doc.dat", (1_200_000_000, 1_200_000_000))
+    assert foreign("doc.dat") == kept
+    os.chown(area.path / "doc.dat", 1234, 5678)
+    assert foreign("doc.dat") == kept
+    with open(area.path / "doc.dat", "r+b") as f:
+        f.write(b"BODY")
+    assert foreign("doc.dat") == kept
+    assert int(area.head("doc.dat")["Metadata"]["mode"], 0) & 0o777 == 0o600
+    os.rename(area.path / "doc.dat", area.path / "doc2.dat")
+    assert foreign("doc2.dat") == kept
+    st = os.stat(area.path / "doc2.dat")
+    assert (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid) == (0o600, 1234, 5678)
+    with open(area.path / "doc2.dat", "rb") as f:
+        assert f.read() == b"BODY"
+
+
+def test_chmod_and_touch_keep_another_tools_content_type(
+    area: Area, request: pytest.FixtureRequest
+) -> None:
+    s3fs_quirk(
+        request,
+        area.plain.backend,
+        "a metadata update sets the Content-Type from the name's extension, replacing the"
+        " one another tool gave the object (s3fs-object-format.md: the Content-Type is kept)",
+    )
+    area.put("report.dat", b"body", ContentType="application/vnd.custom")
+    os.chmod(area.path / "report.dat", 0o600)
+    os.utime(area.path / "report.dat", (1_200_000_000, 1_200_000_000))
+    assert area.head("report.dat")["ContentType"] == "application/vnd.custom"
+
+
 # --- sub-path mounts: BUCKET:/prefix -------------------------------------------------------
 
 

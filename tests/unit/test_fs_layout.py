@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import stat
+from dataclasses import replace
 from datetime import datetime, timezone
 
 import pytest
@@ -241,3 +242,24 @@ def test_content_type_for(name, ctype):
 def test_to_fuse():
     st = Attr(stat.S_IFDIR | 0o755, 0, 1, 2, 3, 4, 5).to_fuse()
     assert st["st_nlink"] == 2 and st["st_mtime"] == 3 and st["st_mode"] == stat.S_IFDIR | 0o755
+
+
+# --- other tools' metadata ------------------------------------------------------------------
+
+
+def test_foreign_metadata_round_trips_and_ours_wins() -> None:
+    meta = {"Mode": "33188", "uid": "7", "xattr": "%7B%7D", "App-Tag": "blue", "mtime": "5"}
+    attr = layout.decode_attr("k", meta, "text/plain", 3, None, 0, 0)
+    assert attr.extra == (("app-tag", "blue"), ("xattr", "%7B%7D"))
+    written = layout.object_meta(replace(attr, mode=0o100600))
+    assert written["app-tag"] == "blue" and written["xattr"] == "%7B%7D"
+    assert written["mode"] == str(0o100600)
+    again = layout.decode_attr("k", written, "text/plain", 3, None, 0, 0)
+    assert again.extra == attr.extra
+    assert (again.mode, again.uid, again.mtime_ns) == (0o100600, 7, 5 * layout.NS)
+
+
+def test_renamed_meta_keeps_everything_but_the_ctime() -> None:
+    meta = {"mode": "33188", "ctime": "100", "xattr": "x", "Other": "o"}
+    out = layout.renamed_meta(meta, 200 * layout.NS + 5)
+    assert out == {"mode": "33188", "ctime": "200.000000005", "xattr": "x", "other": "o"}
