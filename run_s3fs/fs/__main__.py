@@ -161,13 +161,14 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
     import mfusepy
 
     from run_s3fs.fs.layout import Overrides
-    from run_s3fs.fs.ops import S3Operations
+    from run_s3fs.fs.ops import S3Operations, XattrOperations
     from run_s3fs.fs.readahead import raise_readahead
     from run_s3fs.fs.s3 import S3
     from run_s3fs.fs.shutdown import GracefulStop
 
     s3 = S3(s3_settings(opts), creds)
-    ops = S3Operations(
+    operations = XattrOperations if opts.use_xattr else S3Operations
+    ops = operations(
         s3,
         prefix=opts.prefix,
         spool_dir=spool_dir,

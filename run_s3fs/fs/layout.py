@@ -6,11 +6,13 @@ src/metaheader.cpp). Nothing here does I/O, so every rule is unit-testable.
 
 from __future__ import annotations
 
+import base64
 import mimetypes
 import stat
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
+from urllib.parse import unquote_to_bytes
 
 DIR_CONTENT_TYPE = "application/x-directory"
 # Content types other tools (old s3fs, s3sync, httpd's DAV) used for directory objects.
@@ -189,6 +191,51 @@ def object_meta(attr: Attr) -> dict:
         **dict(attr.extra),
         **encode_meta(attr.mode, attr.uid, attr.gid, attr.mtime_ns, attr.ctime_ns, attr.atime_ns),
     }
+
+
+# --- extended attributes (s3fs's use_xattr) --------------------------------------------
+#
+# One header, x-amz-meta-xattr: the JSON object {"name": "<base64 of the value>", ...}
+# with names in byte order, URL-encoded (letters, digits and `/._-~` kept, every other
+# byte %XX in upper case).
+
+_URL_SAFE = frozenset(b"/._-~ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+
+
+# Characters the header's ad-hoc JSON cannot carry in a name (s3fs splits on them).
+XATTR_NAME_FORBIDDEN = frozenset('",:')
+
+
+def build_xattrs(xattrs: Mapping[str, bytes]) -> str:
+    pairs = ",".join(
+        f'"{name}":"{base64.b64encode(value).decode()}"'
+        for name, value in sorted(xattrs.items(), key=lambda kv: kv[0].encode())
+    )
+    raw = ("{" + pairs + "}").encode("utf-8", "surrogateescape")
+    return "".join(chr(b) if b in _URL_SAFE else f"%{b:02X}" for b in raw)
+
+
+def parse_xattrs(header: str | None) -> dict[str, bytes]:
+    """The header's attributes; a malformed pair is skipped, as s3fs skips it."""
+    if not header:
+        return {}
+    text = unquote_to_bytes(header).decode("utf-8", "surrogateescape")
+    start, end = text.find("{"), text.rfind("}")
+    if start < 0 or end <= start:
+        return {}
+    out: dict[str, bytes] = {}
+    for pair in text[start + 1 : end].split(","):
+        name, sep, value = pair.partition(":")
+        name, value = name.strip(), value.strip()
+        if not sep or len(name) < 2 or not (name[0] == name[-1] == '"'):
+            continue
+        if len(value) < 2 or not (value[0] == value[-1] == '"'):
+            continue
+        try:
+            out[name[1:-1]] = base64.b64decode(value[1:-1])
+        except ValueError:
+            continue
+    return out
 
 
 def renamed_meta(metadata: Mapping[str, str], ctime_ns: int) -> dict:

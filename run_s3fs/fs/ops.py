@@ -16,6 +16,7 @@ import stat
 import threading
 import time
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from datetime import datetime
@@ -41,6 +42,16 @@ OPEN_READ = 1024 * 1024  # fetched with the headers when a file is opened for re
 
 def _seconds(when: datetime | None) -> int:
     return int(when.timestamp()) if when else 0
+
+
+def _edited(
+    extra: tuple[tuple[str, str], ...], edit: Callable[[dict[str, str]], None] | None
+) -> tuple[tuple[str, str], ...]:
+    if edit is None:
+        return extra
+    headers = dict(extra)
+    edit(headers)
+    return tuple(sorted(headers.items()))
 
 
 def fuse_error(number: int) -> OSError:
@@ -343,16 +354,23 @@ class S3Operations(mfusepy.Operations):
             raise fuse_error(errno.EROFS)
         return 0
 
-    def _set_meta(self, path: str, changes: dict[str, int], times_set: bool = False) -> None:
-        """chmod/chown/utimens: new headers via a metadata-replacing copy onto the same key;
-        on a file with pending data, applied at its upload."""
+    def _set_meta(
+        self,
+        path: str,
+        changes: dict[str, int],
+        times_set: bool = False,
+        edit: Callable[[dict[str, str]], None] | None = None,
+    ) -> None:
+        """chmod/chown/utimens/setxattr: new headers via a metadata-replacing copy onto the
+        same key; on a file with pending data, applied at its upload. `edit` changes other
+        headers than ours (the xattr one), in place; it may refuse by raising."""
         self._check_writable()
         if path == "/":
             return  # the mountpoint's attributes are the local directory's
         attr = self._lookup(path)
         now = time.time_ns()
         changes.setdefault("ctime_ns", now)
-        new = replace(attr, **changes)
+        new = replace(attr, **changes, extra=_edited(attr.extra, edit))
         held = self.files.get(path)
         if held is not None:
             # Hold a handle while deciding, so the file cannot be closed under us.
@@ -369,7 +387,7 @@ class S3Operations(mfusepy.Operations):
         key = self._dkey(path) if attr.is_dir else self._key(path)
         current = self.s3.head(key)
         if current is not None:
-            new = replace(new, extra=layout.foreign_meta(current.metadata))
+            new = replace(new, extra=_edited(layout.foreign_meta(current.metadata), edit))
             ctype = current.content_type or (
                 layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
             )
@@ -926,3 +944,57 @@ class S3Operations(mfusepy.Operations):
             "f_favail": 1 << 32,
             "f_namemax": 255,  # as s3fs (NAME_MAX)
         }
+
+
+class XattrOperations(S3Operations):
+    """With `-o use_xattr`, as s3fs: extended attributes kept in the x-amz-meta-xattr
+    header (format in layout.py). Without it these operations are not offered at all,
+    so the kernel stops asking: with them, every write() first asks for the file's
+    security.capability."""
+
+    @operation
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        xattrs = layout.parse_xattrs(dict(self._lookup(path).extra).get("xattr"))
+        if name not in xattrs:
+            raise fuse_error(errno.ENODATA)
+        return xattrs[name]
+
+    @operation
+    def listxattr(self, path: str) -> list[str]:
+        return sorted(layout.parse_xattrs(dict(self._lookup(path).extra).get("xattr")))
+
+    @operation
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        if path == "/":
+            raise fuse_error(errno.ENOTSUP)  # the mountpoint's attributes are the local dir's
+        if not name or layout.XATTR_NAME_FORBIDDEN & set(name):
+            raise fuse_error(errno.EINVAL)
+
+        def edit(headers: dict[str, str]) -> None:
+            xattrs = layout.parse_xattrs(headers.get("xattr"))
+            if options & os.XATTR_CREATE and name in xattrs:
+                raise fuse_error(errno.EEXIST)
+            if options & os.XATTR_REPLACE and name not in xattrs:
+                raise fuse_error(errno.ENODATA)
+            xattrs[name] = bytes(value)
+            headers["xattr"] = layout.build_xattrs(xattrs)
+
+        self._set_meta(path, {}, edit=edit)
+        return 0
+
+    @operation
+    def removexattr(self, path: str, name: str) -> int:
+        if path == "/":
+            raise fuse_error(errno.ENOTSUP)
+        def edit(headers: dict[str, str]) -> None:
+            xattrs = layout.parse_xattrs(headers.get("xattr"))
+            if name not in xattrs:
+                raise fuse_error(errno.ENODATA)
+            del xattrs[name]
+            if xattrs:
+                headers["xattr"] = layout.build_xattrs(xattrs)
+            else:
+                headers.pop("xattr", None)
+
+        self._set_meta(path, {}, edit=edit)
+        return 0

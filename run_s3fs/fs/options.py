@@ -57,7 +57,6 @@ _KNOWN_IGNORED = frozenset(
         "no_check_certificate",
         "requester_pays",
         "listobjectsv2",
-        "use_xattr",
         "kernel_cache",
         "auto_cache",
         "big_writes",
@@ -113,6 +112,7 @@ class Options:
     readwrite_timeout: float = 120.0
     log_level: str = "info"
     compat_dir: bool = False
+    use_xattr: bool = False
     fsname: str = "s3fs"
     subtype: str = "s3fs"
     tmpdir: str | None = None
@@ -285,6 +285,11 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
         values["log_level"] = level
     elif name == "compat_dir":
         values["compat_dir"] = True
+    elif name == "use_xattr":
+        # s3fs: use_xattr or use_xattr=1 turns them on, use_xattr=0 off
+        if value not in (None, "", "1", "0"):
+            raise UsageError(f"-o use_xattr={value}: use use_xattr, use_xattr=1 or use_xattr=0")
+        values["use_xattr"] = value != "0"
     elif name in ("fsname", "subtype"):
         values[name] = need()
     elif name in ("shutdown_grace", "upload_retry_interval"):

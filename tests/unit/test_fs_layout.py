@@ -263,3 +263,37 @@ def test_renamed_meta_keeps_everything_but_the_ctime() -> None:
     meta = {"mode": "33188", "ctime": "100", "xattr": "x", "Other": "o"}
     out = layout.renamed_meta(meta, 200 * layout.NS + 5)
     assert out == {"mode": "33188", "ctime": "200.000000005", "xattr": "x", "other": "o"}
+
+
+# --- extended attributes (use_xattr) --------------------------------------------------------
+
+
+def test_xattr_header_matches_s3fs_byte_for_byte() -> None:
+    # {"user.k":"dg=="} URL-encoded as s3fs's urlEncode does (upper-case hex).
+    assert layout.build_xattrs({"user.k": b"v"}) == "%7B%22user.k%22%3A%22dg%3D%3D%22%7D"
+    assert layout.parse_xattrs("%7B%22user.k%22%3A%22dg%3D%3D%22%7D") == {"user.k": b"v"}
+
+
+@pytest.mark.parametrize(
+    "xattrs",
+    [
+        {},
+        {"user.a": b""},
+        {"user.b": bytes(range(256)), "user.a": b"1", "trusted.x": b"\x00\xff"},
+        {"user.ünï 日本": "値".encode()},
+    ],
+)
+def test_xattr_round_trip(xattrs: dict[str, bytes]) -> None:
+    header = layout.build_xattrs(xattrs)
+    assert header.isascii()
+    assert layout.parse_xattrs(header) == xattrs
+
+
+def test_xattr_names_are_in_byte_order_and_bad_pairs_are_skipped() -> None:
+    header = layout.build_xattrs({"user.b": b"2", "user.a": b"1", "user.Z": b"0"})
+    assert layout.parse_xattrs(header) == {"user.Z": b"0", "user.a": b"1", "user.b": b"2"}
+    assert list(layout.parse_xattrs(header)) == ["user.Z", "user.a", "user.b"]
+    broken = "%7B%22ok%22%3A%22MQ%3D%3D%22%2Cnoquotes%3AMQ%3D%3D%2C%22nocolon%22%7D"
+    assert layout.parse_xattrs(broken) == {"ok": b"1"}
+    assert layout.parse_xattrs("not json") == {}
+    assert layout.parse_xattrs(None) == {}

@@ -196,3 +196,17 @@ def test_no_credentials_anywhere(tmp_path, monkeypatch):
 def test_credentials_repr_hides_keys():
     c = credentials.Credentials("AKIAVISIBLE", "SECRETVISIBLE", "TOKENVISIBLE", "env")
     assert "VISIBLE" not in repr(c) and "VISIBLE" not in str(c)
+
+
+@pytest.mark.parametrize(
+    ("opt", "on"),
+    [(None, False), ("use_xattr", True), ("use_xattr=1", True), ("use_xattr=0", False)],
+)
+def test_use_xattr(opt: str | None, on: bool) -> None:
+    o = parse_args([*BASE, "-o", opt] if opt else BASE)
+    assert o.use_xattr is on and o.ignored == ()
+
+
+def test_use_xattr_with_another_value_is_an_error() -> None:
+    with pytest.raises(UsageError, match="use_xattr=yes"):
+        parse_args([*BASE, "-o", "use_xattr=yes"])
