@@ -986,6 +986,7 @@ class XattrOperations(S3Operations):
     def removexattr(self, path: str, name: str) -> int:
         if path == "/":
             raise fuse_error(errno.ENOTSUP)
+
         def edit(headers: dict[str, str]) -> None:
             xattrs = layout.parse_xattrs(headers.get("xattr"))
             if name not in xattrs:
