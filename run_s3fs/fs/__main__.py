@@ -125,10 +125,10 @@ def root_attr(opts: Options, st: os.stat_result):
 def prepare_spool(opts: Options) -> str:
     """The private spool directory for written data, made before mounting so that an
     unusable `tmpdir` is a one-line error at start rather than EIO on every write."""
-    from run_s3fs.fs.files import make_spool_dir
+    from run_s3fs.fs.files import make_spool_dir, unsaved_files
 
     try:
-        return make_spool_dir(opts.tmpdir)
+        spool_dir = make_spool_dir(opts.tmpdir)
     except OSError as e:
         where = f"tmpdir={opts.tmpdir}" if opts.tmpdir else "the temporary directory"
         detail = f"{e.strerror}: {e.filename}" if e.filename else (e.strerror or str(e))
@@ -136,6 +136,15 @@ def prepare_spool(opts: Options) -> str:
             f"cannot make the spool directory under {where} ({detail}); "
             "give -o tmpdir=DIR, a writable local directory"
         ) from None
+    left = unsaved_files(spool_dir)
+    if left:
+        log.warning(
+            "%d file(s) that an earlier run could not upload are in %s (named by time and"
+            " key): copy back what is still wanted, then delete them",
+            len(left),
+            os.path.dirname(left[0]),
+        )
+    return spool_dir
 
 
 def return_big_buffers_to_the_system() -> None:

@@ -7,8 +7,10 @@ until an upload has succeeded. A failed upload is an error for the caller of
 close()/fsync() (EIO), is logged, and is retried on the next flush, fsync, release, in
 the background every `upload_retry_interval` (ops.py) and at unmount; if the last attempt
 at unmount fails too, the content is saved in `unsaved/` beside the spool directory and
-the log says where. Nothing else drops pending data but a successful unlink (or a rename
-over the file): a failed one leaves it pending.
+the log says where. From the first failed upload on, the spool also has a name there (a
+hard link), so that even a `kill -9` of the daemon leaves that data on disk; the name goes
+once an upload succeeds. Nothing else drops pending data but a successful unlink (or a
+rename over the file): a failed one leaves it pending.
 """
 
 from __future__ import annotations
@@ -49,7 +51,35 @@ def make_spool_dir(base: str | None) -> str:
         raise OSError(
             errno.EPERM, f"spool directory {root} must be a directory owned by us, mode 0700"
         )
+    _sweep_dead_spools(root)
     return tempfile.mkdtemp(prefix=f"mount-{os.getpid()}-", dir=root)
+
+
+def _sweep_dead_spools(root: str) -> None:
+    """Remove the (empty: spools have no names) directories of mounts whose process is
+    gone, so that killed mounts do not pile them up."""
+    for entry in os.listdir(root):
+        parts = entry.split("-")
+        if len(parts) < 3 or parts[0] != "mount" or not parts[1].isdigit():
+            continue
+        try:
+            os.kill(int(parts[1]), 0)
+            continue  # alive (or not ours to signal): leave it
+        except ProcessLookupError:
+            pass
+        except PermissionError:
+            continue
+        with contextlib.suppress(OSError):
+            os.rmdir(os.path.join(root, entry))  # only if empty
+
+
+def unsaved_files(spool_dir: str) -> list[str]:
+    """What earlier runs could not upload (kept in unsaved/ beside the spool directory)."""
+    target_dir = os.path.join(os.path.dirname(spool_dir), "unsaved")
+    try:
+        return sorted(os.path.join(target_dir, n) for n in os.listdir(target_dir))
+    except FileNotFoundError:
+        return []
 
 
 class OpenFile:
@@ -69,6 +99,7 @@ class OpenFile:
         self.dirty = new  # a created file must reach S3 even if nothing is written
         self.unlinked = False
         self.times_set = False  # utimens while dirty: keep those times at upload
+        self.kept: str | None = None  # the spool's name in unsaved/ while uploads fail
         self._stream: Stream | None = None  # the sequential reader's GET
         self._last_end = 0  # where the previous read ended
         self._random: tuple[int, bytes] = (0, b"")  # the last seek's data
@@ -148,8 +179,14 @@ class OpenFile:
     # --- writing ----------------------------------------------------------------------
 
     def _new_spool(self) -> BinaryIO:
-        # Unlinked at once: private, and nothing is left behind if the process dies.
-        return tempfile.TemporaryFile(dir=self.spool_dir)
+        # Nameless (O_TMPFILE): private, and nothing is left behind if the process dies.
+        # Without O_EXCL (which TemporaryFile sets), so that a failed upload's data can
+        # be given a name later (_keep_on_disk).
+        try:
+            fd = os.open(self.spool_dir, os.O_TMPFILE | os.O_RDWR, 0o600)
+        except OSError:  # a filesystem without O_TMPFILE: unlinked at once instead
+            return tempfile.TemporaryFile(dir=self.spool_dir)
+        return os.fdopen(fd, "w+b")
 
     def load(self) -> BinaryIO:
         """The spool, holding the object's current content (fetched on first need)."""
@@ -214,11 +251,53 @@ class OpenFile:
                 etag = self.s3.upload_file(self.key, spool_path(spool), size, meta, ctype)
             except OSError as e:
                 log.error("upload of %s failed, data kept for retry: %s", self.path, e)
+                self._keep_on_disk()
                 raise S3Error(errno.EIO, str(e)) from None
             log.debug("uploaded %s (%d bytes, %.2fs)", self.path, size, time.monotonic() - started)
             self.attr = replace(self.attr, size=size, etag=etag)
             self.dirty = False
+            self._drop_kept()
             return True
+
+    def superseded(self) -> None:
+        """Unlinked, or renamed over: its pending content is no longer wanted."""
+        with self.lock:
+            self.unlinked = True
+            self._drop_kept()
+
+    def _unsaved_path(self) -> tuple[str, str]:
+        """(directory, name) for this file's content in unsaved/."""
+        target_dir = os.path.join(os.path.dirname(self.spool_dir), "unsaved")
+        os.makedirs(target_dir, mode=0o700, exist_ok=True)
+        name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.key.replace('/', '%2F')}"[:250]
+        return target_dir, name
+
+    def _keep_on_disk(self) -> None:
+        """A name in unsaved/ for the spool of a file whose upload failed: the writer was
+        told EIO, and that data must outlive even a kill -9 of this process. A hard link
+        (the same inode, so later writes show there too)."""
+        if self.kept is not None or self.spool is None:
+            return
+        target_dir, name = self._unsaved_path()
+        target = os.path.join(target_dir, name)
+        dir_fd = os.open(target_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            # linkat(AT_SYMLINK_FOLLOW) on /proc/self/fd/N names an O_TMPFILE file; a
+            # dir fd makes os.link use linkat (plain link(2) would not follow).
+            os.link(spool_path(self.spool), name, dst_dir_fd=dir_fd, follow_symlinks=True)
+        except OSError as e:
+            log.warning("%s: could not keep its pending data in %s: %s", self.path, target, e)
+            return
+        finally:
+            os.close(dir_fd)
+        self.kept = target
+        log.warning("%s: pending data also kept in %s until it is uploaded", self.path, target)
+
+    def _drop_kept(self) -> None:
+        if self.kept is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.kept)
+            self.kept = None
 
     def close(self) -> None:
         with self.lock:
@@ -228,14 +307,13 @@ class OpenFile:
             self._drop_readahead()
 
     def save_unsaved(self) -> str | None:
-        """Last resort at unmount: copy pending content next to the spool dir, say where."""
+        """Last resort at unmount: pending content next to the spool dir; says where."""
         with self.lock:
             if self.spool is None:
                 return None
-            target_dir = os.path.join(os.path.dirname(self.spool_dir), "unsaved")
-            os.makedirs(target_dir, mode=0o700, exist_ok=True)
-            name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.key.replace('/', '%2F')}"[:250]
-            target = os.path.join(target_dir, name)
+            if self.kept is not None and os.path.exists(self.kept):
+                return self.kept
+            target = os.path.join(*self._unsaved_path())
             self.spool.seek(0)
             with open(target, "wb") as out:
                 shutil.copyfileobj(self.spool, out)

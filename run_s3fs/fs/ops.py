@@ -766,7 +766,7 @@ class S3Operations(mfusepy.Operations):
             with f.lock:
                 f.load()
                 self.s3.delete(self._key(path))
-                f.unlinked = True
+                f.superseded()
             with self.files.lock:
                 if self.files.by_path.get(path) is f:
                     del self.files.by_path[path]
@@ -882,7 +882,7 @@ class S3Operations(mfusepy.Operations):
                 except OSError as e:
                     log.info("%s: open handles lose its old content: %s", new, e)
                 etag = copy()
-                target.unlinked = True
+                target.superseded()
             with self.files.lock:
                 if self.files.by_path.get(new) is target:
                     del self.files.by_path[new]

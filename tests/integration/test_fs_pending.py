@@ -14,12 +14,13 @@ import errno
 import os
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY, start_mount, wait_for, write_passwd
+from conftest import ACCESS_KEY, SECRET_KEY, Mount, start_mount, unmount, wait_for, write_passwd
 from faultproxy import FaultProxy
 
 QUICK = ["retries=0", "connect_timeout=1", "readwrite_timeout=3", "upload_retry_interval=1"]
@@ -106,3 +107,94 @@ def test_rename_over_a_pending_file_supersedes_it(rig):
     assert body(client, bucket, dst) == b"the renamed file"
     assert body(client, bucket, src) is None
     assert (m.path / dst).read_bytes() == b"the renamed file"
+
+
+@dataclass
+class OwnRig:
+    """A mount of its own (for a kill -9) through a fault proxy, spooling under tmp_path."""
+
+    m: Mount
+    client: Any
+    bucket: str
+    proxy: FaultProxy
+    unsaved: Path  # where data whose upload failed is kept
+    remount: Callable[[], Mount]  # the same mount again (same spool base)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter((self.m, self.client, self.bucket, self.proxy, self.unsaved))
+
+
+@pytest.fixture
+def own_rig(request, s3_server, pw, tmp_path, require_fuse) -> Iterator[OwnRig]:
+    """Extra mount options by indirect parametrization."""
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    bucket = f"fs-{uuid.uuid4().hex[:10]}"
+    client.create_bucket(Bucket=bucket)
+    proxy = FaultProxy(s3_server.url).start()
+    spool = tmp_path / "spool"
+    spool.mkdir(mode=0o700)
+    options = [f"url={proxy.url}", *QUICK, f"tmpdir={spool}", *getattr(request, "param", [])]
+    mounts: list[Mount] = []
+
+    def remount() -> Mount:
+        mounts.append(start_mount("python", s3_server, bucket, tmp_path / "mnt", pw, options))
+        return mounts[-1]
+
+    unsaved = spool / f"run-s3fs-{os.geteuid()}" / "unsaved"
+    try:
+        yield OwnRig(remount(), client, bucket, proxy, unsaved, remount)
+    finally:
+        proxy.up()
+        for m in mounts:
+            m.stop()
+        proxy.stop()
+
+
+def test_data_whose_close_failed_outlives_a_kill_9(own_rig):
+    """The writer was told EIO; its data must not vanish with the process. From the first
+    failed upload the spool has a name in unsaved/ (a hard link: later writes show)."""
+    m, client, bucket, proxy, unsaved = own_rig
+    write_pending(m.path / "a.txt", b"first", proxy)
+    kept = list(unsaved.iterdir())
+    assert len(kept) == 1 and kept[0].name.endswith("-a.txt")
+    assert kept[0].read_bytes() == b"first"
+    assert oct(kept[0].stat().st_mode & 0o777) == oct(0o600)
+    f = open(m.path / "a.txt", "ab")  # noqa: SIM115 - close() is the point
+    f.write(b" and more")
+    with pytest.raises(OSError):
+        f.close()
+    assert list(unsaved.iterdir()) == kept
+    m.process.kill()
+    m.process.wait(10)
+    assert kept[0].read_bytes() == b"first and more"
+    assert body(client, bucket, "a.txt") is None
+    # The next start says so, and sweeps the dead mount's empty spool directory.
+    dead_spools = list(unsaved.parent.glob(f"mount-{m.process.pid}-*"))
+    assert dead_spools
+    unmount(m.path)
+    proxy.up()
+    again = own_rig.remount()
+    assert f"1 file(s) that an earlier run could not upload are in {unsaved}" in (
+        again.log.read_text()
+    )
+    assert not any(p.exists() for p in dead_spools)
+
+
+def test_the_kept_copy_goes_once_the_upload_succeeds(own_rig):
+    m, client, bucket, proxy, unsaved = own_rig
+    write_pending(m.path / "b.txt", b"late but safe", proxy)
+    assert len(list(unsaved.iterdir())) == 1
+    proxy.up()
+    assert wait_for(lambda: body(client, bucket, "b.txt") == b"late but safe", 15, 0.3)
+    assert wait_for(lambda: list(unsaved.iterdir()) == [], 5)
+
+
+@pytest.mark.parametrize("own_rig", [["upload_retry_interval=600"]], indirect=True)
+def test_an_unlinked_pending_file_leaves_no_copy(own_rig):
+    m, client, bucket, proxy, unsaved = own_rig
+    write_pending(m.path / "c.txt", b"unwanted", proxy)
+    assert len(list(unsaved.iterdir())) == 1
+    proxy.up()  # no background retry for 10 minutes: the unlink comes first
+    (m.path / "c.txt").unlink()
+    assert list(unsaved.iterdir()) == []
+    assert body(client, bucket, "c.txt") is None
