@@ -68,7 +68,7 @@ class MountpointState:
         }[self.kind]
 
 
-def _unescape(field: str) -> str:
+def unescape(field: str) -> str:
     """The kernel writes space, tab, newline and backslash in mount paths as \\ooo."""
     if "\\" not in field:
         return field
@@ -84,7 +84,7 @@ def mount_table(mounts_file: Path = MOUNTS_FILE) -> list[MountEntry]:
             if len(fields) < 4:
                 continue
             entries.append(
-                MountEntry(_unescape(fields[0]), _unescape(fields[1]), fields[2], fields[3])
+                MountEntry(unescape(fields[0]), unescape(fields[1]), fields[2], fields[3])
             )
     return entries
 

@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from run_s3fs.devserver import S3Server, start_moto, stop_moto
+from run_s3fs.mounts import mount_table, unescape
 
 # A hung test's timeout must fail that test, not crash pytest's report (tests/lineless.py).
 pytest_plugins = ["lineless"]
@@ -170,14 +171,7 @@ def fuse_usable() -> str | None:
 
 def is_mounted(mountpoint: Path) -> bool:
     """Exact match against the kernel's mount table (octal escapes decoded)."""
-    target = str(mountpoint)
-    with open("/proc/self/mounts") as f:
-        for line in f:
-            fields = line.split()
-            point = fields[1].encode().decode("unicode_escape") if "\\" in fields[1] else fields[1]
-            if point == target:
-                return True
-    return False
+    return any(entry.target == str(mountpoint) for entry in mount_table())
 
 
 def wait_for(predicate, timeout: float, interval: float = 0.05) -> bool:
@@ -194,12 +188,11 @@ def fuse_connection(mountpoint: Path) -> int | None:
     /sys/fs/fuse/connections names it), read from the mount table so that nothing has to
     stat a mount that may be wedged; None if nothing FUSE is mounted there."""
     target = str(mountpoint)
-    with open("/proc/self/mountinfo") as f:
+    with open("/proc/self/mountinfo", encoding="utf-8", errors="surrogateescape") as f:
         for line in f:
             fields = line.split()
-            point = fields[4].encode().decode("unicode_escape") if "\\" in fields[4] else fields[4]
             fstype = fields[fields.index("-") + 1]
-            if point == target and fstype.startswith("fuse"):
+            if unescape(fields[4]) == target and fstype.startswith("fuse"):
                 major, minor = (int(n) for n in fields[2].split(":"))
                 return os.makedev(major, minor)
     return None

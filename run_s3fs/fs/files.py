@@ -73,9 +73,14 @@ def _sweep_dead_spools(root: str) -> None:
             os.rmdir(os.path.join(root, entry))  # only if empty
 
 
+def unsaved_dir(spool_dir: str) -> str:
+    """Where data that could not be uploaded is kept: unsaved/ beside the spool directory."""
+    return os.path.join(os.path.dirname(spool_dir), "unsaved")
+
+
 def unsaved_files(spool_dir: str) -> list[str]:
-    """What earlier runs could not upload (kept in unsaved/ beside the spool directory)."""
-    target_dir = os.path.join(os.path.dirname(spool_dir), "unsaved")
+    """What earlier runs could not upload."""
+    target_dir = unsaved_dir(spool_dir)
     try:
         return sorted(os.path.join(target_dir, n) for n in os.listdir(target_dir))
     except FileNotFoundError:
@@ -267,7 +272,7 @@ class OpenFile:
 
     def _unsaved_path(self) -> tuple[str, str]:
         """(directory, name) for this file's content in unsaved/."""
-        target_dir = os.path.join(os.path.dirname(self.spool_dir), "unsaved")
+        target_dir = unsaved_dir(self.spool_dir)
         os.makedirs(target_dir, mode=0o700, exist_ok=True)
         name = f"{time.strftime('%Y%m%dT%H%M%S')}-{self.key.replace('/', '%2F')}"[:250]
         return target_dir, name

@@ -952,50 +952,57 @@ class XattrOperations(S3Operations):
     so the kernel stops asking: with them, every write() first asks for the file's
     security.capability."""
 
-    @operation
-    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        xattrs = layout.parse_xattrs(dict(self._lookup(path).extra).get("xattr"))
-        if name not in xattrs:
-            raise fuse_error(errno.ENODATA)
-        return xattrs[name]
+    def _xattrs(self, path: str) -> dict[str, bytes]:
+        return layout.parse_xattrs(dict(self._lookup(path).extra).get("xattr"))
 
-    @operation
-    def listxattr(self, path: str) -> list[str]:
-        return sorted(layout.parse_xattrs(dict(self._lookup(path).extra).get("xattr")))
-
-    @operation
-    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+    def _edit_xattrs(self, path: str, change: Callable[[dict[str, bytes]], None]) -> None:
+        """Apply `change` to the object's current attributes and store the result (no
+        header once none is left); `change` may refuse by raising."""
         if path == "/":
             raise fuse_error(errno.ENOTSUP)  # the mountpoint's attributes are the local dir's
-        if not name or layout.XATTR_NAME_FORBIDDEN & set(name):
-            raise fuse_error(errno.EINVAL)
 
         def edit(headers: dict[str, str]) -> None:
             xattrs = layout.parse_xattrs(headers.get("xattr"))
-            if options & os.XATTR_CREATE and name in xattrs:
-                raise fuse_error(errno.EEXIST)
-            if options & os.XATTR_REPLACE and name not in xattrs:
-                raise fuse_error(errno.ENODATA)
-            xattrs[name] = bytes(value)
-            headers["xattr"] = layout.build_xattrs(xattrs)
-
-        self._set_meta(path, {}, edit=edit)
-        return 0
-
-    @operation
-    def removexattr(self, path: str, name: str) -> int:
-        if path == "/":
-            raise fuse_error(errno.ENOTSUP)
-
-        def edit(headers: dict[str, str]) -> None:
-            xattrs = layout.parse_xattrs(headers.get("xattr"))
-            if name not in xattrs:
-                raise fuse_error(errno.ENODATA)
-            del xattrs[name]
+            change(xattrs)
             if xattrs:
                 headers["xattr"] = layout.build_xattrs(xattrs)
             else:
                 headers.pop("xattr", None)
 
         self._set_meta(path, {}, edit=edit)
+
+    @operation
+    def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
+        xattrs = self._xattrs(path)
+        if name not in xattrs:
+            raise fuse_error(errno.ENODATA)
+        return xattrs[name]
+
+    @operation
+    def listxattr(self, path: str) -> list[str]:
+        return sorted(self._xattrs(path))
+
+    @operation
+    def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
+        if not name or layout.XATTR_NAME_FORBIDDEN & set(name):
+            raise fuse_error(errno.EINVAL)
+
+        def change(xattrs: dict[str, bytes]) -> None:
+            if options & os.XATTR_CREATE and name in xattrs:
+                raise fuse_error(errno.EEXIST)
+            if options & os.XATTR_REPLACE and name not in xattrs:
+                raise fuse_error(errno.ENODATA)
+            xattrs[name] = bytes(value)
+
+        self._edit_xattrs(path, change)
+        return 0
+
+    @operation
+    def removexattr(self, path: str, name: str) -> int:
+        def change(xattrs: dict[str, bytes]) -> None:
+            if name not in xattrs:
+                raise fuse_error(errno.ENODATA)
+            del xattrs[name]
+
+        self._edit_xattrs(path, change)
         return 0
