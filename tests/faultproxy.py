@@ -8,6 +8,10 @@ gone; `up()` brings it back.
 
 Faults are injected only *before* a request reaches the server, the way real S3's
 front end fails: a request that got an error had no effect, so any retry is safe.
+
+With `region=`, it also plays a bucket that lives in that region: a request signed for
+another one is answered as S3 answers it (a 301 PermanentRedirect, or a 400
+AuthorizationHeaderMalformed naming the region), with x-amz-bucket-region.
 """
 
 from __future__ import annotations
@@ -34,6 +38,12 @@ _ERROR_BODIES = {
 _HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "te", "trailer", "upgrade"}
 
 
+class _Server(ThreadingHTTPServer):
+    # socketserver's backlog of 5 would hold back clients that open many connections at
+    # once (SYNs beyond it wait a second to be retried).
+    request_queue_size = 256
+
+
 @dataclass
 class FaultRates:
     """Probabilities per request (0.0 to 1.0), drawn independently in this order."""
@@ -54,18 +64,39 @@ class FaultStats:
     reset: int = 0
     delayed: int = 0
     refused: int = 0
+    wrong_region: int = 0
+    in_flight: int = 0
+    peak_in_flight: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def count(self, name: str) -> None:
         with self.lock:
             setattr(self, name, getattr(self, name) + 1)
 
+    def enter(self) -> None:
+        with self.lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+
+    def leave(self) -> None:
+        with self.lock:
+            self.in_flight -= 1
+
 
 class FaultProxy:
     """`FaultProxy(upstream_url).start()`; point clients at `.url`; `.stop()` at the end."""
 
-    def __init__(self, upstream_url: str, rates: FaultRates | None = None, seed: int = 0):
+    def __init__(
+        self,
+        upstream_url: str,
+        rates: FaultRates | None = None,
+        seed: int = 0,
+        region: str | None = None,
+        region_answer: str = "redirect",
+    ):
         parts = urlsplit(upstream_url)
+        self.region = region
+        self.region_answer = region_answer  # "redirect" (301) or "wrong-region" (400)
         self.upstream = (parts.hostname or "127.0.0.1", parts.port or 80)
         self.rates = rates or FaultRates()
         self.stats = FaultStats()
@@ -75,7 +106,7 @@ class FaultProxy:
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
         self._down = threading.Event()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
+        self._server = _Server(("127.0.0.1", 0), self._handler_class())
         self._server.daemon_threads = True
         self._thread: threading.Thread | None = None
 
@@ -141,27 +172,55 @@ class FaultProxy:
                 self.close_connection = True
                 self.connection.close()
 
-            def _error(self, status: int) -> None:
-                code, message = _ERROR_BODIES[status]
+            def _error(self, status: int, code: str = "", extra: str = "", headers=()) -> None:
+                code, message = (code, code) if code else _ERROR_BODIES[status]
                 body = (
                     '<?xml version="1.0" encoding="UTF-8"?>\n'
-                    f"<Error><Code>{code}</Code><Message>{message}</Message>"
+                    f"<Error><Code>{code}</Code><Message>{message}</Message>{extra}"
                     "<RequestId>faultproxy</RequestId></Error>"
                 ).encode()
                 self.send_response(status)
+                for name, value in headers:
+                    self.send_header(name, value)
                 self.send_header("Content-Type", "application/xml")
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 if self.command != "HEAD":
                     self.wfile.write(body)
 
+            def _wrong_region(self) -> bool:
+                """Answer a request signed for another region than the bucket's."""
+                if proxy.region is None:
+                    return False
+                auth = self.headers.get("Authorization", "")
+                scope = auth.partition("Credential=")[2].split(",")[0].split("/")
+                if len(scope) < 3 or scope[2] == proxy.region:
+                    return False
+                proxy.stats.count("wrong_region")
+                where = [("x-amz-bucket-region", proxy.region)]
+                if proxy.region_answer == "redirect":
+                    self._error(301, "PermanentRedirect", headers=where)
+                else:
+                    region = f"<Region>{proxy.region}</Region>"
+                    self._error(400, "AuthorizationHeaderMalformed", region, where)
+                return True
+
             def _handle(self) -> None:
+                proxy.stats.enter()
+                try:
+                    self._handle_one()
+                finally:
+                    proxy.stats.leave()
+
+            def _handle_one(self) -> None:
                 body = self._read_body()
                 proxy.stats.count("requests")
                 proxy.seen.append(f"{self.command} {self.path}")
                 if proxy._down.is_set():
                     proxy.stats.count("refused")
                     self._reset()
+                    return
+                if self._wrong_region():
                     return
                 fault = proxy._draw()
                 if fault == "error500":

@@ -61,8 +61,11 @@ def check_mountpoint(path: str) -> os.stat_result:
     return st
 
 
-def s3_settings(opts: Options, probe: bool = False):
-    from run_s3fs.fs.s3 import S3Settings
+def engine_settings(opts: Options, probe: bool = False):
+    """The engine's settings from the options; a probe's are bounded (one retry, short
+    timeouts), so a start against a dead endpoint fails within seconds."""
+    from run_s3fs.endpoint import is_aws
+    from run_s3fs.fs.engine import EngineSettings
 
     url = opts.url if opts.url_given else None
     region = (
@@ -71,32 +74,31 @@ def s3_settings(opts: Options, probe: bool = False):
         or os.environ.get("AWS_DEFAULT_REGION")
         or "us-east-1"
     )
-    path_style = opts.use_path_request_style or bool(url and "amazonaws.com" not in url)
-    threads = max(opts.parallel_count, 1)
-    return S3Settings(
+    return EngineSettings(
         bucket=opts.bucket,
         url=url,
         region=region,
-        path_style=path_style,
+        path_style=opts.use_path_request_style or not is_aws(url),
         retries=min(opts.retries, 1) if probe else opts.retries,
         connect_timeout=min(opts.connect_timeout, 10) if probe else opts.connect_timeout,
-        read_timeout=min(opts.readwrite_timeout, 20) if probe else opts.readwrite_timeout,
-        pool_size=opts.max_thread_count + opts.multireq_max + 2 * threads + 4,
-        transfer_threads=threads,
+        readwrite_timeout=min(opts.readwrite_timeout, 20) if probe else opts.readwrite_timeout,
         part_size=opts.multipart_size,
         multipart_threshold=opts.multipart_threshold,
+        parallel_count=opts.parallel_count,
         singlepart_copy_limit=opts.singlepart_copy_limit,
+        max_connections=opts.multireq_max + 2 * opts.parallel_count + opts.max_thread_count,
+        verify_tls=opts.verify_tls,
     )
 
 
 def probe_bucket(opts: Options, creds: credentials.Credentials) -> None:
     """A bounded check that the bucket exists and the keys work, before mounting."""
-    from run_s3fs.fs.s3 import S3
+    from run_s3fs.fs.engine import open_engine
 
-    s3 = S3(s3_settings(opts, probe=True), creds)
+    engine = open_engine(engine_settings(opts, probe=True), creds)
     where = opts.url if opts.url_given else "AWS S3"
     try:
-        s3.probe()
+        engine.probe()
     except OSError as e:
         code = getattr(e, "code", "")
         if code == "NoSuchBucket" or e.errno == errno.ENOENT:
@@ -108,7 +110,7 @@ def probe_bucket(opts: Options, creds: credentials.Credentials) -> None:
             ) from None
         raise UnavailableError(f"cannot reach {where} for bucket {opts.bucket}: {e}") from None
     finally:
-        s3.close()
+        engine.close()
 
 
 def root_attr(opts: Options, st: os.stat_result):
@@ -125,7 +127,7 @@ def root_attr(opts: Options, st: os.stat_result):
 def prepare_spool(opts: Options) -> str:
     """The private spool directory for written data, made before mounting so that an
     unusable `tmpdir` is a one-line error at start rather than EIO on every write."""
-    from run_s3fs.fs.files import make_spool_dir, unsaved_files
+    from run_s3fs.fs.core.spool import make_spool_dir, unsaved_files
 
     try:
         spool_dir = make_spool_dir(opts.tmpdir)
@@ -169,48 +171,58 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
     import mfusepy
 
+    from run_s3fs.fs.core.filesystem import Filesystem, FsSettings
+    from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
+    from run_s3fs.fs.engine import open_engine
+    from run_s3fs.fs.fuse_adapter import FuseAdapter, XattrAdapter
     from run_s3fs.fs.layout import Overrides
-    from run_s3fs.fs.ops import S3Operations, XattrOperations
     from run_s3fs.fs.readahead import raise_readahead
-    from run_s3fs.fs.s3 import S3
     from run_s3fs.fs.shutdown import GracefulStop
 
-    s3 = S3(s3_settings(opts), creds)
-    operations = XattrOperations if opts.use_xattr else S3Operations
-    ops = operations(
-        s3,
-        prefix=opts.prefix,
-        spool_dir=spool_dir,
-        root_attr=root_attr(opts, st),
-        overrides=Overrides(opts.uid, opts.gid, opts.umask),
-        stat_ttl=opts.stat_cache_expire,
-        negative_ttl=min(opts.stat_cache_expire, 2.0),
-        max_stat_entries=opts.max_stat_cache_size,
-        head_threads=opts.multireq_max,
-        compat_dir=opts.compat_dir,
-        read_only=opts.read_only,
-        retry_interval=max(opts.upload_retry_interval, 1.0),
+    engine = open_engine(engine_settings(opts), creds)
+    namespace = Namespace(
+        engine,
+        NamespaceSettings(
+            prefix=opts.prefix,
+            uid=os.geteuid(),
+            gid=os.getegid(),
+            stat_ttl=opts.stat_cache_expire,
+            negative_ttl=min(opts.stat_cache_expire, 2.0),
+            max_entries=opts.max_stat_cache_size,
+            max_in_flight=opts.multireq_max,
+            compat_dir=opts.compat_dir,
+        ),
     )
-    stop = GracefulStop(ops.busy, opts.shutdown_grace)
+    core = Filesystem(
+        engine,
+        namespace,
+        FsSettings(
+            spool_dir=spool_dir,
+            root_attr=root_attr(opts, st),
+            overrides=Overrides(opts.uid, opts.gid, opts.umask),
+            read_only=opts.read_only,
+            retry_interval=max(opts.upload_retry_interval, 1.0),
+            readahead_bytes=opts.readahead_mb * 1024 * 1024,
+            max_seen_etags=opts.max_stat_cache_size,
+        ),
+    )
+    adapter = (XattrAdapter if opts.use_xattr else FuseAdapter)(core)
+    stop = GracefulStop(core.busy, opts.shutdown_grace)
 
     def started(fuse_ptr: int | None) -> None:
         stop.session_started(fuse_ptr)
         raise_readahead(opts.mountpoint)
 
-    ops.on_init = started
-    state = {"destroyed": False, "failures": 0}
-    original_destroy = ops.destroy
-
-    def destroy(path: str) -> None:
+    def ending() -> None:
         # The session is over; nothing may interrupt the last uploads now.
         stop.session_ended()
         stop.ignore_further()
         log.info("unmounted; uploading what is still pending")
-        original_destroy(path)
-        state["failures"] = ops.failures
         state["destroyed"] = True
 
-    ops.destroy = destroy  # type: ignore[method-assign]
+    state = {"destroyed": False}
+    adapter.on_init = started
+    adapter.on_destroy = ending
     stop.install()
     # mfusepy resets SIGINT to the default around fuse_main, which would let libfuse
     # take SIGINT over (an abrupt stop): keep ours.
@@ -238,7 +250,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
     )
     try:
         mfusepy.FUSE(
-            ops,
+            adapter,
             opts.mountpoint,
             foreground=True,
             nothreads=opts.single_thread,
@@ -250,12 +262,10 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
             log.error("FUSE mount of %s failed (libfuse status %s)", opts.mountpoint, e)
             return 1
     finally:
-        s3.close()
+        engine.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
-    if state["failures"]:
-        log.error(
-            "%d file(s) could not be uploaded; see the UNSAVED lines above", state["failures"]
-        )
+    if core.failures:
+        log.error("%d file(s) could not be uploaded; see the UNSAVED lines above", core.failures)
         return 1
     log.info("exiting cleanly")
     return 0

@@ -26,7 +26,6 @@ _KNOWN_IGNORED = frozenset(
         "del_cache",
         "check_cache_dir_exist",
         "ensure_diskfree",
-        "multireq_max",
         "enable_content_md5",
         "enable_noobj_cache",
         "disable_noobj_cache",
@@ -54,7 +53,6 @@ _KNOWN_IGNORED = frozenset(
         "complement_stat",
         "logfile",
         "nodnscache",
-        "no_check_certificate",
         "requester_pays",
         "listobjectsv2",
         "kernel_cache",
@@ -104,9 +102,11 @@ class Options:
     multipart_size: int = 10 * MIB
     multipart_threshold: int = 25 * MIB
     singlepart_copy_limit: int = 5 * 1024 * MIB
-    parallel_count: int = 5
+    parallel_count: int = 10  # parts of one transfer in flight (s3fs: 5)
     max_thread_count: int = 10
-    multireq_max: int = 20  # parallel HEADs when a directory is read (s3fs's default)
+    multireq_max: int = 100  # HEADs in flight when a directory is looked through (s3fs: 20)
+    readahead_mb: int = 128  # read-ahead memory of all open files (one file: half)
+    verify_tls: bool = True
     retries: int = 5
     connect_timeout: float = 300.0
     readwrite_timeout: float = 120.0
@@ -274,6 +274,10 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
         values["singlepart_copy_limit"] = _int(name, need(), minimum=5) * MIB
     elif name in ("parallel_count", "max_thread_count", "multireq_max"):
         values[name] = _int(name, need(), minimum=1)
+    elif name == "readahead_mb":
+        values[name] = _int(name, need(), minimum=1, maximum=64 * 1024)
+    elif name == "no_check_certificate":
+        values["verify_tls"] = False
     elif name == "retries":
         values["retries"] = _int(name, need(), minimum=0)
     elif name in ("connect_timeout", "readwrite_timeout"):

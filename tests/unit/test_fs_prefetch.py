@@ -1,4 +1,7 @@
-"""The prefetcher: attributes of listed entries fetched on demand, each HEAD made once."""
+"""Requests made ahead (run_s3fs.fs.core.prefetch): attributes of listed entries fetched
+on demand, each HEAD made once, a bounded number in flight; listings fetched ahead.
+
+The fetchers are asynchronous, as the engine's are: here a thread pool's futures."""
 
 from __future__ import annotations
 
@@ -8,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from run_s3fs.fs.core.prefetch import FAN_OUT_AFTER, NOT_LISTED, AttrsAhead, ListingsAhead
+from run_s3fs.fs.engine import Listing
 from run_s3fs.fs.layout import Attr
-from run_s3fs.fs.prefetch import FAN_OUT_AFTER, NOT_LISTED, ListingsAhead, Prefetcher
-from run_s3fs.fs.s3 import Listing
 
 
 def attr(size: int) -> Attr:
@@ -20,15 +23,21 @@ def attr(size: int) -> Attr:
 class Recorder:
     def __init__(self, gate: threading.Event | None = None) -> None:
         self.fetched: list[tuple[str, bool]] = []
+        self.running = 0
+        self.peak = 0
         self.stored: dict[str, Attr | None] = {}
         self.gate = gate
         self.lock = threading.Lock()
 
     def fetch(self, key: str, is_prefix: bool) -> Attr | None:
+        with self.lock:
+            self.running += 1
+            self.peak = max(self.peak, self.running)
         if self.gate is not None:
             self.gate.wait(5)
         with self.lock:
             self.fetched.append((key, is_prefix))
+            self.running -= 1
         return None if key.endswith("gone") else attr(len(key))
 
     def store(self, path: str, a: Attr | None) -> None:
@@ -37,13 +46,17 @@ class Recorder:
 
 @pytest.fixture
 def pool():
-    with ThreadPoolExecutor(4) as p:
+    with ThreadPoolExecutor(8) as p:
         yield p
+
+
+def ahead_of(pool, fetch, store, ttl: float, max_in_flight: int = 64) -> AttrsAhead:
+    return AttrsAhead(lambda k, p: pool.submit(fetch, k, p), store, ttl, max_in_flight)
 
 
 def test_unlisted_paths_are_not_handled(pool):
     rec = Recorder()
-    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf = ahead_of(pool, rec.fetch, rec.store, ttl=60)
     assert pf.lookup("/d/x") is NOT_LISTED
     pf.listed("/d", {"a": ("d/a", False)})
     assert pf.lookup("/d/b") is NOT_LISTED
@@ -53,7 +66,7 @@ def test_unlisted_paths_are_not_handled(pool):
 
 def test_one_lookup_fetches_one_entry_then_a_kind_fans_out(pool):
     rec = Recorder()
-    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf = ahead_of(pool, rec.fetch, rec.store, ttl=60)
     files = {f"f{i}": (f"d/f{i}", False) for i in range(10)}
     pf.listed("/d", {**files, "sub": ("d/sub/", True)})
     assert pf.lookup("/d/f0") == attr(len("d/f0"))
@@ -71,7 +84,7 @@ def test_one_lookup_fetches_one_entry_then_a_kind_fans_out(pool):
 def test_concurrent_lookups_share_one_fetch(pool):
     gate = threading.Event()
     rec = Recorder(gate)
-    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf = ahead_of(pool, rec.fetch, rec.store, ttl=60)
     pf.listed("/d", {"a": ("d/a", False)})
     results: list = []
     threads = [threading.Thread(target=lambda: results.append(pf.lookup("/d/a"))) for _ in range(5)]
@@ -84,16 +97,55 @@ def test_concurrent_lookups_share_one_fetch(pool):
     assert results == [attr(len("d/a"))] * 5
 
 
+def test_a_fan_out_keeps_a_bounded_number_in_flight(pool):
+    gate = threading.Event()
+    rec = Recorder(gate)
+    pf = ahead_of(pool, rec.fetch, rec.store, ttl=60, max_in_flight=3)
+    pf.listed("/d", {f"f{i}": (f"d/f{i}", False) for i in range(20)})
+    waiting = [threading.Thread(target=pf.lookup, args=(f"/d/f{i}",)) for i in (0, 1)]
+    for t in waiting:
+        t.start()
+    time.sleep(0.3)
+    gate.set()
+    for t in waiting:
+        t.join(5)
+    # the line starts each next fetch as one finishes: wait for it before the pool closes
+    deadline = time.monotonic() + 5
+    while len(rec.fetched) < 20 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    pool.shutdown(wait=True)
+    assert len(rec.fetched) == 20
+    # the two lookups' own fetches, and the line's three at most
+    assert rec.peak <= 5
+
+
+def test_a_lookup_waiting_for_an_entry_still_in_line_starts_it(pool):
+    gate = threading.Event()
+    rec = Recorder(gate)
+    pf = ahead_of(pool, rec.fetch, rec.store, ttl=60, max_in_flight=1)
+    pf.listed("/d", {f"f{i}": (f"d/f{i}", False) for i in range(5)})
+    threading.Thread(target=pf.lookup, args=("/d/f0",)).start()
+    threading.Thread(target=pf.lookup, args=("/d/f1",)).start()  # the fan-out: f2..f4 in line
+    time.sleep(0.2)
+    got: list = []
+    last = threading.Thread(target=lambda: got.append(pf.lookup("/d/f4")))
+    last.start()
+    time.sleep(0.2)
+    gate.set()
+    last.join(5)
+    assert got == [attr(len("d/f4"))]
+
+
 def test_gone_entries_and_errors(pool):
     rec = Recorder()
-    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf = ahead_of(pool, rec.fetch, rec.store, ttl=60)
     pf.listed("/d", {"gone": ("d/gone", False)})
     assert pf.lookup("/d/gone") is None  # deleted since the listing: the caller asks anew
 
     def failing(key: str, is_prefix: bool) -> Attr | None:
         raise OSError(5, "boom")
 
-    pf = Prefetcher(pool, failing, rec.store, ttl=60)
+    pf = ahead_of(pool, failing, rec.store, ttl=60)
     pf.listed("/d", {"a": ("d/a", False)})
     with pytest.raises(OSError):
         pf.lookup("/d/a")
@@ -103,7 +155,7 @@ def test_gone_entries_and_errors(pool):
 def test_forget_drops_listed_entries_and_stale_results(pool):
     gate = threading.Event()
     rec = Recorder(gate)
-    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf = ahead_of(pool, rec.fetch, rec.store, ttl=60)
     pf.listed("/d", {"a": ("d/a", False), "b": ("d/b", False)})
     pf.forget("/d/a")
     assert pf.lookup("/d/a") is NOT_LISTED
@@ -122,11 +174,11 @@ def test_forget_drops_listed_entries_and_stale_results(pool):
 
 def test_forget_tree_and_expiry(pool):
     rec = Recorder()
-    pf = Prefetcher(pool, rec.fetch, rec.store, ttl=60)
+    pf = ahead_of(pool, rec.fetch, rec.store, ttl=60)
     pf.listed("/d/e", {"a": ("d/e/a", False)})
     pf.forget_tree("/d")
     assert pf.lookup("/d/e/a") is NOT_LISTED
-    expired = Prefetcher(pool, rec.fetch, rec.store, ttl=-1)
+    expired = ahead_of(pool, rec.fetch, rec.store, ttl=-1)
     expired.listed("/d", {"a": ("d/a", False)})
     assert expired.lookup("/d/a") is NOT_LISTED
 
@@ -155,7 +207,7 @@ def subdirs(n: int) -> list[str]:
 
 def test_the_second_subdirectory_read_starts_the_rest(pool):
     lister = Lister()
-    ahead = ListingsAhead(pool, lister, ttl=60)
+    ahead = ListingsAhead(lambda p: pool.submit(lister, p), ttl=60)
     ahead.listed("/t", subdirs(5))
     assert ahead.take("/t/d0") is None  # one readdir of a subdirectory: no walk yet
     assert lister.listed == []
@@ -170,7 +222,7 @@ def test_the_second_subdirectory_read_starts_the_rest(pool):
 
 def test_reading_one_directory_again_is_no_walk(pool):
     lister = Lister()
-    ahead = ListingsAhead(pool, lister, ttl=60)
+    ahead = ListingsAhead(lambda p: pool.submit(lister, p), ttl=60)
     ahead.listed("/t", subdirs(5))
     for _ in range(4):
         assert ahead.take("/t/d0") is None  # `ls d0` again and again
@@ -187,7 +239,7 @@ def test_at_most_ahead_in_flight(pool):
         gate.wait(5)
         return lister(path)
 
-    ahead = ListingsAhead(pool, slow, ttl=60, ahead=3)
+    ahead = ListingsAhead(lambda p: pool.submit(slow, p), ttl=60, ahead=3)
     ahead.listed("/t", subdirs(10))
     ahead.take("/t/d0")
     ahead.take("/t/d1")
@@ -198,7 +250,7 @@ def test_at_most_ahead_in_flight(pool):
 
 def test_our_change_and_failures_and_age_make_the_caller_list_anew(pool):
     lister = Lister()
-    ahead = ListingsAhead(pool, lister, ttl=60)
+    ahead = ListingsAhead(lambda p: pool.submit(lister, p), ttl=60)
     ahead.listed("/t", [*subdirs(4), "/t/broken"])
     ahead.take("/t/d0")
     ahead.take("/t/d1")
@@ -208,7 +260,8 @@ def test_our_change_and_failures_and_age_make_the_caller_list_anew(pool):
     assert ahead.take("/t/broken") is None  # the caller's own LIST reports the error
     ahead.forget_tree("/t")
     assert ahead.take("/t/d3") is None
-    expired = ListingsAhead(ThreadPoolExecutor(2), Lister(), ttl=0.05)
+    other = ThreadPoolExecutor(2)
+    expired = ListingsAhead(lambda p: other.submit(Lister(), p), ttl=0.05)
     expired.listed("/t", subdirs(3))
     expired.take("/t/d0")
     expired.take("/t/d1")

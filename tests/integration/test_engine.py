@@ -1,11 +1,10 @@
-"""The backend's S3 layer (run_s3fs.fs.s3) against the moto server: listings, transfers,
-copies, deletes, errors as errno, retries."""
+"""The bundled backend's S3 engine (run_s3fs.fs.engine) against the moto server:
+listings, transfers, copies, deletes, errors as errno, retries, timeouts, redirects."""
 
 from __future__ import annotations
 
 import errno
 import hashlib
-import io
 import os
 import random
 from concurrent.futures import ThreadPoolExecutor
@@ -16,12 +15,21 @@ from faultproxy import FaultProxy, FaultRates
 
 from run_s3fs.devserver import free_port
 from run_s3fs.fs.credentials import Credentials
-from run_s3fs.fs.s3 import S3, S3Error, S3Settings
+from run_s3fs.fs.engine import Engine, EngineSettings, S3Error, open_engine
 
 MIB = 1024 * 1024
+KEYS = [
+    "plain.txt",
+    "a b/ü+%#?&=.txt",
+    "日本/語~!$'()*,;@.bin",
+    "dir/",
+    "trailing space ",
+    "cr\rin name",
+    "x" * 900,
+]
 
 
-def make(url: str, bucket: str, **overrides) -> S3:
+def make(url: str, bucket: str, **overrides) -> Engine:
     settings = dict(
         bucket=bucket,
         url=url,
@@ -29,14 +37,13 @@ def make(url: str, bucket: str, **overrides) -> S3:
         path_style=True,
         retries=2,
         connect_timeout=3,
-        read_timeout=10,
-        pool_size=16,
-        transfer_threads=4,
+        readwrite_timeout=10,
         part_size=5 * MIB,
         multipart_threshold=8 * MIB,
+        parallel_count=4,
     )
     settings.update(overrides)
-    return S3(S3Settings(**settings), Credentials(ACCESS_KEY, SECRET_KEY, source="test"))
+    return open_engine(EngineSettings(**settings), Credentials(ACCESS_KEY, SECRET_KEY))
 
 
 @pytest.fixture
@@ -57,6 +64,55 @@ def test_head_put_get(fs3, s3, bucket):
     assert fs3.head("missing") is None
 
 
+def test_head_answers_as_botocore_does(fs3, s3, bucket):
+    for i, key in enumerate(KEYS):
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=b"z" * i,
+            ContentType="text/x-test" if i % 2 else "application/x-directory",
+            Metadata={"mode": "33188", "uid": str(i), "MixedCase": "Value"[: i % 5]},
+        )
+    for key in KEYS:
+        info, head = fs3.head(key), s3.head_object(Bucket=bucket, Key=key)
+        assert info is not None, key
+        assert (info.size, info.etag, info.content_type) == (
+            head["ContentLength"],
+            head["ETag"],
+            head["ContentType"],
+        )
+        assert info.metadata == {k.lower(): v for k, v in head["Metadata"].items()}
+        assert info.last_modified == head["LastModified"]
+    listed = {e.key: e for e in fs3.iter_keys("")}
+    assert sorted(listed) == sorted(KEYS)  # a CR in a key survives the listing
+    assert all(listed[k].etag == fs3.head(k).etag for k in KEYS)
+
+
+def test_reads_are_pinned_to_the_version_opened(fs3, s3, bucket):
+    first = s3.put_object(Bucket=bucket, Key="f", Body=b"old content")["ETag"]
+    assert fs3.get_range("f", 0, 3, first) == b"old"
+    s3.put_object(Bucket=bucket, Key="f", Body=b"new content")
+    with pytest.raises(S3Error) as e:
+        fs3.get_range("f", 0, 3, first)
+    assert e.value.errno == errno.ESTALE
+    assert fs3.get_range("f", 0, 3) == b"new"
+
+
+def test_async_heads_are_in_flight_together(s3_server, s3, bucket):
+    for i in range(40):
+        s3.put_object(Bucket=bucket, Key=f"k{i}", Body=b"x")
+    # Each answer waits 0.3 s at the proxy: 40 in turn would take 12 s.
+    proxy = FaultProxy(s3_server.url, FaultRates(delay=1.0, delay_seconds=0.3)).start()
+    engine = make(proxy.url, bucket)
+    try:
+        futures = [engine.head_async(f"k{i}") for i in range(40)]
+        assert all(f.result(timeout=20).size == 1 for f in futures)
+        assert proxy.stats.peak_in_flight >= 20
+    finally:
+        engine.close()
+        proxy.stop()
+
+
 def test_missing_key_is_enoent(fs3):
     with pytest.raises(S3Error) as e:
         fs3.get_range("missing", 0, 10)
@@ -67,11 +123,20 @@ def test_listing_pages_objects_and_prefixes(fs3, s3, bucket):
     keys = [f"d/f{i:04d}" for i in range(250)] + [f"d/sub{i}/x" for i in range(30)] + ["d/"]
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda k: s3.put_object(Bucket=bucket, Key=k, Body=b"x"), keys))
-    listing = fs3.list_dir("d/", page_size=37)  # many pages, prefixes split across them
-    assert sorted(e.key for e in listing.files) == sorted(["d/", *keys[:250]])
-    assert sorted(listing.prefixes) == sorted(f"d/sub{i}/" for i in range(30))
-    assert all(e.size == 1 for e in listing.files if e.key != "d/")
-    assert len(list(fs3.iter_keys("d/", page_size=50))) == 281
+    files, prefixes, token = [], [], None
+    while True:  # many pages, prefixes split across them
+        page = fs3.list_page("d/", token=token, max_keys=37)
+        files += page.files
+        prefixes += page.prefixes
+        token = page.next_token
+        if token is None:
+            break
+    assert sorted(e.key for e in files) == sorted(["d/", *keys[:250]])
+    assert sorted(prefixes) == sorted(f"d/sub{i}/" for i in range(30))
+    assert all(e.size == 1 for e in files if e.key != "d/")
+    listing = fs3.list_dir("d/")
+    assert (listing.files, sorted(listing.prefixes)) == (files, sorted(prefixes))
+    assert len(list(fs3.iter_keys("d/"))) == 281
     assert [e.key for e in fs3.first_keys("d/", 2)] == ["d/", "d/f0000"]
 
 
@@ -95,7 +160,7 @@ def test_multipart_upload_parallel_parts(fs3, s3, bucket, tmp_path):
     assert hashlib.sha256(body).digest() == hashlib.sha256(data).digest()
     out = tmp_path / "dst"
     with open(out, "wb") as f:
-        fs3.download("big.bin", f, len(data))
+        fs3.download("big.bin", f.fileno(), len(data), head["ETag"])
     assert out.read_bytes() == data
 
 
@@ -180,34 +245,6 @@ def test_unreachable_endpoint_is_eio(bucket):
         dead.close()
 
 
-def test_errors_map_to_errno():
-    from botocore.exceptions import ClientError
-
-    from run_s3fs.fs.s3 import to_oserror
-
-    def client_error(code: str, status: int) -> ClientError:
-        return ClientError(
-            {
-                "Error": {"Code": code, "Message": "m"},
-                "ResponseMetadata": {"HTTPStatusCode": status},
-            },
-            "Op",
-        )
-
-    cases = {
-        ("NoSuchKey", 404): errno.ENOENT,
-        ("AccessDenied", 403): errno.EACCES,
-        ("InvalidAccessKeyId", 403): errno.EACCES,
-        ("SignatureDoesNotMatch", 403): errno.EACCES,
-        ("InternalError", 500): errno.EIO,
-        ("", 403): errno.EACCES,
-        ("", 404): errno.ENOENT,
-        ("Weird", 400): errno.EIO,
-    }
-    for (code, status), number in cases.items():
-        assert to_oserror(client_error(code, status), "op").errno == number, code
-
-
 def test_5xx_are_retried(s3_server, s3, bucket):
     s3.put_object(Bucket=bucket, Key="f", Body=b"payload")
     proxy = FaultProxy(s3_server.url, FaultRates(error500=0.3, slowdown503=0.1), seed=3).start()
@@ -215,7 +252,7 @@ def test_5xx_are_retried(s3_server, s3, bucket):
     try:
         for i in range(6):
             assert fs3.get_range("f", 0, 7) == b"payload"
-            fs3.put(f"p{i}", io.BytesIO(b"x" * 100), {}, "text/plain")
+            fs3.put(f"p{i}", b"x" * 100, {}, "text/plain")
         assert proxy.stats.error500 + proxy.stats.slowdown503 >= 2
     finally:
         fs3.close()
@@ -232,4 +269,35 @@ def test_5xx_after_retries_is_eio(s3_server, bucket):
         assert proxy.stats.error500 == 2  # the first try and one retry
     finally:
         fs3.close()
+        proxy.stop()
+
+
+def test_a_stalled_request_times_out_and_is_retried(s3_server, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="f", Body=b"payload")
+    # Every answer held 5 s: with readwrite_timeout=1 each attempt is cut off.
+    proxy = FaultProxy(s3_server.url, FaultRates(delay=1.0, delay_seconds=5)).start()
+    engine = make(proxy.url, bucket, retries=1, readwrite_timeout=1)
+    try:
+        with pytest.raises(S3Error) as e:
+            engine.head("f")
+        assert e.value.errno == errno.EIO and "no progress for 1s" in str(e.value)
+        assert proxy.stats.requests == 2  # the first try and one retry
+        proxy.set_rates(FaultRates())
+        assert engine.get_range("f", 0, 7) == b"payload"
+    finally:
+        engine.close()
+        proxy.stop()
+
+
+@pytest.mark.parametrize("answer", ["redirect", "wrong-region"])
+def test_a_bucket_in_another_region_is_followed(s3_server, s3, bucket, answer):
+    s3.put_object(Bucket=bucket, Key="f", Body=b"payload")
+    proxy = FaultProxy(s3_server.url, region="eu-west-3", region_answer=answer).start()
+    engine = make(proxy.url, bucket, region="us-east-1")
+    try:
+        assert engine.get_range("f", 0, 7) == b"payload"
+        assert engine.head("f").size == 7
+        assert proxy.stats.wrong_region == 1  # once told, every request is signed for it
+    finally:
+        engine.close()
         proxy.stop()

@@ -1,0 +1,614 @@
+"""The filesystem's operations in plain terms: FUSE paths (`/a/b`), integers, bytes;
+failures are OSErrors with an errno. The FUSE adapter maps each callback onto one of
+these; the tests call them directly, without a mount.
+
+What lives where: the namespace answers what a path is (namespace.py); open files hold
+content being read or written (handles.py); renames are in rename.py. This module lays
+the open files over the namespace (a file open here is what its handle says, whatever
+S3 holds), and edits metadata.
+"""
+
+from __future__ import annotations
+
+import errno
+import logging
+import os
+import posixpath
+import stat
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
+
+from run_s3fs.fs import layout
+from run_s3fs.fs.core.caches import Bounded
+from run_s3fs.fs.core.handles import OpenFile, OpenFiles
+from run_s3fs.fs.core.namespace import DirEntry, Namespace
+from run_s3fs.fs.core.reader import Budget
+from run_s3fs.fs.core.rename import Renamer
+from run_s3fs.fs.engine import Engine
+from run_s3fs.fs.layout import Attr, Overrides
+
+log = logging.getLogger("run_s3fs.fs.ops")
+
+OPEN_READ = 1024 * 1024  # fetched with the headers when a file is opened for reading
+RENAME_NOREPLACE = 1
+RENAME_EXCHANGE = 2
+
+
+def error(number: int, text: str = "") -> OSError:
+    return OSError(number, text or os.strerror(number))
+
+
+@dataclass(frozen=True)
+class FsSettings:
+    spool_dir: str
+    root_attr: Attr
+    overrides: Overrides = field(default_factory=Overrides)
+    read_only: bool = False
+    kernel_timeout: float = 1.0  # how long the kernel may keep attributes and entries
+    retry_interval: float = 30.0  # background retries of failed uploads
+    readahead_bytes: int = 128 * 1024 * 1024  # read blocks held by all readers at once
+    max_seen_etags: int = 100_000
+
+
+def _edited(
+    extra: tuple[tuple[str, str], ...], edit: Callable[[dict[str, str]], None] | None
+) -> tuple[tuple[str, str], ...]:
+    if edit is None:
+        return extra
+    headers = dict(extra)
+    edit(headers)
+    return tuple(sorted(headers.items()))
+
+
+class Filesystem:
+    def __init__(self, engine: Engine, namespace: Namespace, settings: FsSettings) -> None:
+        self.engine = engine
+        self.ns = namespace
+        self.settings = settings
+        self.root_attr = settings.root_attr
+        self.files = OpenFiles()
+        self.budget = Budget(settings.readahead_bytes)
+        self.renamer = Renamer(engine, namespace, self.files, self.after_upload)
+        # path → ETag when the kernel last cached its pages (for keep_cache).
+        self._seen_etags: Bounded[str, str] = Bounded(settings.max_seen_etags)
+        self._lock = threading.Lock()
+        # Handles opened for writing: only their flush uploads and reports failures (a
+        # reader's close must not fail because someone else's upload did).
+        self._writers: set[int] = set()
+        self._stopping = threading.Event()
+        self.failures = 0  # files that could not be uploaded at unmount
+
+    # --- lifecycle --------------------------------------------------------------------
+
+    def start(self) -> None:
+        threading.Thread(target=self._retry_pending, name="retry", daemon=True).start()
+
+    def stop(self) -> None:
+        """Unmount: upload every file still holding unsaved data."""
+        self._stopping.set()
+        self.failures = self.flush_all()
+
+    def flush_all(self) -> int:
+        """Upload everything pending (retrying what failed before). Returns the failures."""
+        failures = 0
+        for f in self.files.all():
+            if f.refs and f.dirty:
+                # Its writer was cut off by the unmount: keep what it wrote, as a local
+                # filesystem would.
+                log.warning("%s was still open for writing; uploading what was written", f.path)
+            try:
+                f.flush()
+            except OSError as e:
+                failures += 1
+                saved = None
+                try:
+                    saved = f.save_unsaved()
+                except OSError as save_error:
+                    log.error("could not save %s locally either: %s", f.path, save_error)
+                log.error(
+                    "UNSAVED: %s could not be uploaded (%s); its content is in %s",
+                    f.path,
+                    e,
+                    saved or "nowhere (lost)",
+                )
+        return failures
+
+    def _retry_pending(self) -> None:
+        """Files whose upload failed after their last close are retried in the background
+        (every `retry_interval` seconds), so they do not wait for an unmount."""
+        while not self._stopping.wait(self.settings.retry_interval):
+            for f in self.files.all():
+                if f.refs or not f.dirty or f.unlinked:
+                    continue
+                try:
+                    if f.flush():
+                        log.info("%s: pending upload done", f.path)
+                        self.after_upload(f)
+                except OSError:
+                    continue  # logged by flush; tried again next round
+                self._close_if_unused(f)
+
+    def busy(self) -> bool:
+        """True while some file is open with data not yet uploaded."""
+        return any(f.refs and f.dirty and not f.unlinked for f in self.files.all())
+
+    # --- attributes -------------------------------------------------------------------
+
+    def lookup(self, path: str) -> Attr:
+        """Attributes of `path` as stored (before mount overrides), or ENOENT."""
+        if path == "/":
+            return self.root_attr
+        f = self.files.get(path)
+        if f is not None:
+            return f.attr
+        return self.ns.lookup(path)
+
+    def shown(self, attr: Attr) -> Attr:
+        """What stat shows: uid=, gid=, umask= applied (mp_umask, not umask, governs the
+        mountpoint itself)."""
+        return attr if attr is self.root_attr else self.settings.overrides.apply(attr)
+
+    def getattr(self, path: str, fh: int | None = None) -> Attr:
+        if fh:
+            f = self.files.find(fh)
+            if f is not None:
+                return self.shown(f.attr)
+        return self.shown(self.lookup(path))
+
+    def access(self, path: str, amode: int) -> None:
+        self.lookup(path)  # default_permissions: the kernel checks the mode bits
+        if amode & os.W_OK and self.settings.read_only:
+            raise error(errno.EROFS)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.lookup(path)
+            return True
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+
+    def _check_writable(self) -> None:
+        if self.settings.read_only:
+            raise error(errno.EROFS)
+
+    def set_meta(
+        self,
+        path: str,
+        changes: dict[str, int],
+        times_set: bool = False,
+        edit: Callable[[dict[str, str]], None] | None = None,
+    ) -> None:
+        """chmod/chown/utimens/setxattr: new headers via a metadata-replacing copy onto the
+        same key; on a file with pending data, applied at its upload. `edit` changes other
+        headers than ours (the xattr one), in place; it may refuse by raising."""
+        self._check_writable()
+        if path == "/":
+            return  # the mountpoint's attributes are the local directory's
+        attr = self.lookup(path)
+        changes.setdefault("ctime_ns", time.time_ns())
+        new = replace(attr, **changes, extra=_edited(attr.extra, edit))
+        held = self.files.get(path)
+        if held is not None:
+            # Hold a handle while deciding, so the file cannot be closed under us.
+            f, fh = self._open_file(path, held.attr, False)
+            if f.dirty or f.spool is not None:
+                f.set_attr(new, times_set)
+                self.ns.forget(path)
+                self._release(fh, report=True)  # uploads now if no one else has it open
+                return
+            self._release(fh)
+        f = self.files.get(path)
+        etag = ""  # the copy's: reads pinned to the old one would find it "replaced"
+        # The object as it is now: its Content-Type and other tools' headers are kept.
+        key = self.ns.dkey(path) if attr.is_dir else self.ns.key(path)
+        current = self.engine.head(key)
+        if current is not None:
+            new = replace(new, extra=_edited(layout.foreign_meta(current.metadata), edit))
+            ctype = current.content_type or (
+                layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
+            )
+            etag = self.engine.copy(key, key, current.size, layout.object_meta(new), ctype)
+        elif attr.is_dir:
+            # An implicit directory gets a marker, so the new attributes have a home.
+            self.engine.put(key, b"", layout.object_meta(new), layout.DIR_CONTENT_TYPE)
+        else:
+            raise error(errno.ENOENT)
+        if f is not None:
+            f.attr = replace(new, size=f.attr.size, etag=etag or f.attr.etag)
+        self.ns.changed(path, exists=True, is_dir=attr.is_dir)
+        self.ns.store(path, replace(new, etag=""))
+
+    def chmod(self, path: str, mode: int) -> None:
+        attr = self.lookup(path)
+        self.set_meta(path, {"mode": stat.S_IFMT(attr.mode) | stat.S_IMODE(mode)})
+
+    def chown(self, path: str, uid: int, gid: int) -> None:
+        changes = {}
+        if uid != -1:
+            changes["uid"] = uid
+        if gid != -1:
+            changes["gid"] = gid
+        if changes:
+            self.set_meta(path, changes)
+
+    def utimens(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """New times (None: leave that one as it is)."""
+        changes = {}
+        if atime_ns is not None:
+            changes["atime_ns"] = atime_ns
+        if mtime_ns is not None:
+            changes["mtime_ns"] = mtime_ns
+        if changes:
+            self.set_meta(path, changes, times_set=True)
+
+    # --- directories ------------------------------------------------------------------
+
+    def opendir(self, path: str) -> None:
+        if not self.lookup(path).is_dir:
+            raise error(errno.ENOTDIR)
+
+    def readdir(self, path: str) -> list[tuple[str, int]]:
+        """(name, st_mode) of each entry, `.` and `..` first; a mode of 0 means "not
+        known from the listing" (the caller stats it)."""
+        entries = self.ns.read_dir(path)
+        result = [(".", stat.S_IFDIR), ("..", stat.S_IFDIR)]
+        for entry in self._with_local(path, entries).values():
+            attr = self.ns.cached(posixpath.join(path, entry.name))
+            if isinstance(attr, Attr):
+                mode = attr.mode
+            elif entry.is_dir:
+                mode = stat.S_IFDIR
+            else:
+                # The listing cannot tell a symlink from a file; an empty object may be an
+                # old-style directory object: "unknown" makes the caller stat it.
+                mode = 0 if entry.empty else stat.S_IFREG
+            result.append((entry.name, mode))
+        return result
+
+    def _with_local(self, path: str, entries: dict[str, DirEntry]) -> dict[str, DirEntry]:
+        """Add files created here whose first upload has not happened yet."""
+        local = [f for f in self.files.under(path) if posixpath.dirname(f.path) == path]
+        if not local:
+            return entries
+        merged = dict(entries)
+        for f in local:
+            name = posixpath.basename(f.path)
+            if not f.unlinked:
+                merged.setdefault(name, DirEntry(name, False))
+        return merged
+
+    def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
+        self._check_writable()
+        if self.exists(path):
+            raise error(errno.EEXIST)
+        now = time.time_ns()
+        full_mode = stat.S_IFDIR | stat.S_IMODE(mode)
+        meta = layout.encode_meta(full_mode, uid, gid, now, now, now)
+        self.engine.put(self.ns.dkey(path), b"", meta, layout.DIR_CONTENT_TYPE)
+        self.ns.changed(path, exists=True, is_dir=True)
+        self.ns.store(path, Attr(full_mode, 0, uid, gid, now, now, now))
+
+    def dir_is_empty(self, path: str) -> bool:
+        if any(not f.unlinked for f in self.files.under(path)):
+            return False
+        return self.ns.dir_is_empty(path)
+
+    def rmdir(self, path: str) -> None:
+        self._check_writable()
+        if path == "/":
+            raise error(errno.EBUSY)
+        attr = self.lookup(path)
+        if not attr.is_dir:
+            raise error(errno.ENOTDIR)
+        if not self.dir_is_empty(path):
+            raise error(errno.ENOTEMPTY)
+        self.ns.delete_dir_objects(path)
+        self.ns.changed_tree(path, exists=False)
+        self.ns.store(path, None)
+
+    # --- files ------------------------------------------------------------------------
+
+    def _open_file(self, path: str, attr: Attr, new: bool) -> tuple[OpenFile, int]:
+        def make() -> OpenFile:
+            spool_dir = self.settings.spool_dir
+            return OpenFile(self.engine, self.budget, spool_dir, path, self.ns.key(path), attr, new)
+
+        return self.files.open(path, make)
+
+    def create(self, path: str, mode: int, flags: int, uid: int, gid: int) -> int:
+        self._check_writable()
+        now = time.time_ns()
+        attr = Attr(stat.S_IFREG | stat.S_IMODE(mode), 0, uid, gid, now, now, now)
+        existing = self.files.get(path)
+        if existing is not None:  # O_CREAT on a file open here: open it (and truncate)
+            f, fh = self._open_file(path, existing.attr, False)
+            if flags & os.O_TRUNC:
+                f.truncate(0)
+        else:
+            f, fh = self._open_file(path, attr, True)
+        self.ns.changed(path, exists=True)
+        with self._lock:
+            self._writers.add(fh)
+        return fh
+
+    def open(self, path: str, flags: int) -> tuple[int, bool]:
+        """A new handle, and whether the kernel may keep the pages it cached of the file
+        (only if the object is unchanged since they were filled)."""
+        if self.settings.read_only and flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
+            raise error(errno.EROFS)
+        f = self.files.get(path)
+        first = b""
+        if f is not None:
+            attr = f.attr
+        else:
+            # Close-to-open consistency: attributes at most as old as the kernel may keep
+            # them, so a file another mount closed after writing is opened with its new
+            # size and content.
+            recent = self.ns.cached(path, max_age=self.settings.kernel_timeout)
+            if isinstance(recent, Attr):
+                attr = recent
+            elif flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC:
+                # One request for the fresh headers and the first MiB: for a small file,
+                # all a reader will ask for.
+                got = self.engine.get_start(self.ns.key(path), OPEN_READ)
+                if got is not None and not layout.is_dir_object(
+                    got[0].key, got[0].content_type, got[0].size
+                ):
+                    attr, first = self.ns.decode(got[0]), got[1]
+                    self.ns.store(path, attr)
+                else:
+                    self.ns.forget(path)
+                    attr = self.lookup(path)
+            else:
+                self.ns.forget(path)
+                attr = self.lookup(path)
+        if attr.is_dir:
+            raise error(errno.EISDIR)
+        f, fh = self._open_file(path, attr, False)
+        if first and f.attr.etag == attr.etag:
+            f.seed(first)
+        if flags & os.O_TRUNC and f.attr.size:
+            f.truncate(0)
+            self.ns.changed(path, exists=True)
+        if flags & (os.O_WRONLY | os.O_RDWR):
+            with self._lock:
+                self._writers.add(fh)
+        etag = f.attr.etag
+        keep = bool(etag) and self._seen_etags.get(path) == etag
+        if etag:
+            self._seen_etags.put(path, etag)
+        return fh, keep
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        return self.files.handle(fh).read(offset, size)
+
+    def write(self, fh: int, data: bytes, offset: int) -> int:
+        self._check_writable()
+        f = self.files.handle(fh)
+        n = f.write(data, offset)
+        self.ns.forget(f.path)
+        return n
+
+    def truncate(self, path: str, length: int) -> None:
+        self._check_writable()
+        attr = self.lookup(path)
+        if attr.is_dir:
+            raise error(errno.EISDIR)
+        # Through a handle of its own, so a close racing with us cannot lose the change;
+        # uploaded at its release unless another handle has the file open (then at that
+        # handle's close, as for any write through it).
+        f, fh = self._open_file(path, attr, False)
+        try:
+            f.truncate(length)
+        finally:
+            self._release(fh, report=True)
+        self.ns.changed(path, exists=True)
+
+    def flush(self, fh: int) -> None:
+        with self._lock:
+            if fh not in self._writers:
+                return
+        self._upload(fh)
+
+    def fsync(self, fh: int) -> None:
+        self._upload(fh)  # explicit: on any handle, as fsync on a local file
+
+    def _upload(self, fh: int) -> None:
+        f = self.files.handle(fh)
+        if f.flush():
+            self.after_upload(f)
+
+    def after_upload(self, f: OpenFile) -> None:
+        self.ns.changed(f.path, exists=True)
+        self.ns.store(f.path, f.attr)  # what we uploaded: no HEAD needed to know it
+        if f.attr.etag:
+            self._seen_etags.put(f.path, f.attr.etag)
+
+    def release(self, fh: int) -> None:
+        self._release(fh)
+
+    def _release(self, fh: int, report: bool = False) -> None:
+        """Drop a handle; the last one uploads what is pending. A failure keeps the file
+        pending (in the table, with its spool) for the next flush or unmount, and is
+        raised only if `report` (FUSE's release has nobody to tell)."""
+        with self._lock:
+            self._writers.discard(fh)
+        f, last = self.files.drop_handle(fh)
+        if not last:
+            return
+        try:
+            if f.flush():
+                self.after_upload(f)
+        except OSError as e:
+            log.error("%s stays pending after its last close: %s", f.path, e)
+            if report:
+                raise
+            return
+        self._close_if_unused(f)
+
+    def _close_if_unused(self, f: OpenFile) -> None:
+        with f.lock:
+            if f.refs == 0 and not f.dirty:
+                f.close()
+                self.files.forget(f)
+
+    def unlink(self, path: str) -> None:
+        self._check_writable()
+        attr = self.lookup(path)
+        if attr.is_dir:
+            raise error(errno.EISDIR)
+        f = self.files.get(path)
+        if f is None:
+            self.engine.delete(self.ns.key(path))
+        else:
+            # Open descriptors keep reading the data after the name is gone (POSIX). Its
+            # pending data is dropped only once the object is gone: a failed DELETE leaves
+            # the file as it was, upload still pending. Under its lock, so the background
+            # retry cannot upload it again between the DELETE and the drop.
+            with f.lock:
+                f.load()
+                self.engine.delete(self.ns.key(path))
+                f.superseded()
+            self.files.unname(path, f)
+        self.ns.changed(path, exists=False)
+        self.ns.store(path, None)
+        self._seen_etags.pop(path)
+
+    # --- symlinks and other kinds -----------------------------------------------------
+
+    def symlink(self, path: str, target: str, uid: int, gid: int) -> None:
+        self._check_writable()
+        if self.exists(path):
+            raise error(errno.EEXIST)
+        now = time.time_ns()
+        meta = layout.encode_meta(layout.SYMLINK_MODE, uid, gid, now, now, now)
+        body = target.encode("utf-8", "surrogateescape")
+        self.engine.put(self.ns.key(path), body, meta, layout.SYMLINK_CONTENT_TYPE)
+        self.ns.changed(path, exists=True)
+        self.ns.store(path, Attr(layout.SYMLINK_MODE, len(body), uid, gid, now, now, now))
+
+    def readlink(self, path: str) -> str:
+        attr = self.lookup(path)
+        if not attr.is_symlink:
+            raise error(errno.EINVAL)
+        data = self.engine.get_range(self.ns.key(path), 0, max(attr.size, 1) + 4096)
+        return data.decode("utf-8", "surrogateescape")
+
+    def link(self, target: str, source: str) -> None:
+        log.warning("hard link %s → %s refused: S3 has no hard links", target, source)
+        raise error(errno.ENOTSUP)  # s3fs's answer too
+
+    def mknod(self, path: str, mode: int, dev: int, uid: int, gid: int) -> None:
+        if stat.S_ISREG(mode):
+            self._release(self.create(path, mode, 0, uid, gid))
+            return
+        log.warning("mknod %s refused: only regular files, directories, symlinks", path)
+        raise error(errno.EPERM)
+
+    # --- rename -----------------------------------------------------------------------
+
+    def rename(self, old: str, new: str, flags: int = 0) -> None:
+        self._check_writable()
+        if flags & RENAME_EXCHANGE:
+            raise error(errno.EINVAL)
+        src = self.lookup(old)
+        if old == new:
+            return
+        try:
+            dst: Attr | None = self.lookup(new)
+        except OSError as e:
+            if e.errno != errno.ENOENT:
+                raise
+            dst = None
+        if dst is not None:
+            if flags & RENAME_NOREPLACE:
+                raise error(errno.EEXIST)
+            if src.is_dir and not dst.is_dir:
+                raise error(errno.ENOTDIR)
+            if dst.is_dir and not src.is_dir:
+                raise error(errno.EISDIR)
+            if dst.is_dir:
+                if not self.dir_is_empty(new):
+                    raise error(errno.ENOTEMPTY)
+                self.ns.delete_dir_objects(new)
+        if src.is_dir:
+            if (new + "/").startswith(old + "/"):
+                raise error(errno.EINVAL)
+            self.renamer.rename_dir(old, new, src)
+        else:
+            self.renamer.rename_file(old, new)
+        self.ns.changed_tree(old, exists=False, is_dir=src.is_dir)
+        self.ns.changed_tree(new, exists=True, is_dir=src.is_dir)
+        self._seen_etags.pop(old)
+
+    # --- the filesystem ---------------------------------------------------------------
+
+    def statfs(self) -> dict[str, int]:
+        # S3 has no capacity: report plenty (256 TiB) so `df` and free-space checks pass.
+        blocks = 1 << 36  # of 4 KiB
+        return {
+            "f_bsize": 4096,
+            "f_frsize": 4096,
+            "f_blocks": blocks,
+            "f_bfree": blocks,
+            "f_bavail": blocks,
+            "f_files": 1 << 32,
+            "f_ffree": 1 << 32,
+            "f_favail": 1 << 32,
+            "f_namemax": 255,  # as s3fs (NAME_MAX)
+        }
+
+    # --- extended attributes (with -o use_xattr) ---------------------------------------
+
+    def xattrs(self, path: str) -> dict[str, bytes]:
+        return layout.parse_xattrs(dict(self.lookup(path).extra).get("xattr"))
+
+    def _edit_xattrs(self, path: str, change: Callable[[dict[str, bytes]], None]) -> None:
+        """Apply `change` to the object's current attributes and store the result (no
+        header once none is left); `change` may refuse by raising."""
+        if path == "/":
+            raise error(errno.ENOTSUP)  # the mountpoint's attributes are the local dir's
+
+        def edit(headers: dict[str, str]) -> None:
+            xattrs = layout.parse_xattrs(headers.get("xattr"))
+            change(xattrs)
+            if xattrs:
+                headers["xattr"] = layout.build_xattrs(xattrs)
+            else:
+                headers.pop("xattr", None)
+
+        self.set_meta(path, {}, edit=edit)
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        xattrs = self.xattrs(path)
+        if name not in xattrs:
+            raise error(errno.ENODATA)
+        return xattrs[name]
+
+    def listxattr(self, path: str) -> list[str]:
+        return sorted(self.xattrs(path))
+
+    def setxattr(self, path: str, name: str, value: bytes, options: int) -> None:
+        if not name or layout.XATTR_NAME_FORBIDDEN & set(name):
+            raise error(errno.EINVAL)
+
+        def change(xattrs: dict[str, bytes]) -> None:
+            if options & os.XATTR_CREATE and name in xattrs:
+                raise error(errno.EEXIST)
+            if options & os.XATTR_REPLACE and name not in xattrs:
+                raise error(errno.ENODATA)
+            xattrs[name] = bytes(value)
+
+        self._edit_xattrs(path, change)
+
+    def removexattr(self, path: str, name: str) -> None:
+        def change(xattrs: dict[str, bytes]) -> None:
+            if name not in xattrs:
+                raise error(errno.ENODATA)
+            del xattrs[name]
+
+        self._edit_xattrs(path, change)

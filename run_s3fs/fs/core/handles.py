@@ -1,0 +1,293 @@
+"""Open files: reads from S3 (reader.py) until the file is written, then from its spool;
+writes to the spool, uploaded at flush/fsync (close) with s3fs's metadata headers.
+
+No data loss: once a file has been written, its content lives in a private spool file
+until an upload has succeeded. A failed upload is an error for the caller of
+close()/fsync() (EIO), is logged, and is retried on the next flush, fsync, release, in
+the background every `upload_retry_interval` (filesystem.py) and at unmount; if the
+last attempt at unmount fails too, the content is saved in `unsaved/` beside the spool
+directory and the log says where. From the first failed upload on, the spool also has
+a name there (a hard link), so that even a `kill -9` of the daemon leaves that data on
+disk; the name goes once an upload succeeds. Nothing else drops pending data but a
+successful unlink (or a rename over the file): a failed one leaves it pending.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from typing import BinaryIO
+
+from run_s3fs.fs import layout
+from run_s3fs.fs.core import spool as spools
+from run_s3fs.fs.core.caches import in_tree
+from run_s3fs.fs.core.reader import Budget, Reader
+from run_s3fs.fs.engine import Engine, S3Error
+from run_s3fs.fs.layout import Attr
+
+log = logging.getLogger("run_s3fs.fs.files")
+
+
+class OpenFile:
+    """One path's open state, shared by every handle on it within this mount."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        budget: Budget,
+        spool_dir: str,
+        path: str,
+        key: str,
+        attr: Attr,
+        new: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.budget = budget
+        self.spool_dir = spool_dir
+        self.path = path
+        self.key = key
+        self.attr = attr
+        self.refs = 0
+        self.lock = threading.RLock()
+        self.spool: BinaryIO | None = None
+        self.dirty = new  # a created file must reach S3 even if nothing is written
+        self.unlinked = False
+        self.times_set = False  # utimens while dirty: keep those times at upload
+        self.kept: str | None = None  # the spool's name in unsaved/ while uploads fail
+        self._reader: Reader | None = None
+        if new:
+            self.spool = spools.new_spool(spool_dir)
+
+    # --- reading ----------------------------------------------------------------------
+
+    def reader(self) -> Reader:
+        """The reader of the object as this file knows it (its key, ETag and size): a
+        new one once any of them changed (a rename, our own copy, an upload)."""
+        r = self._reader
+        a = self.attr
+        if r is None or (r.key, r.etag, r.size) != (self.key, a.etag, a.size):
+            if r is not None:
+                r.close()
+            r = self._reader = Reader(self.engine, self.key, a.etag, a.size, self.budget)
+        return r
+
+    def seed(self, data: bytes) -> None:
+        """The object's first bytes, fetched along with its headers at open."""
+        with self.lock:
+            if self.spool is None and data:
+                self.reader().seed(data)
+
+    def read(self, offset: int, size: int) -> bytes:
+        with self.lock:
+            if self.spool is not None:
+                return os.pread(self.spool.fileno(), size, offset)
+            return self.reader().read(offset, size)
+
+    def _drop_reader(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
+
+    # --- writing ----------------------------------------------------------------------
+
+    def load(self) -> BinaryIO:
+        """The spool, holding the object's current content (fetched on first need)."""
+        if self.spool is None:
+            spool = spools.new_spool(self.spool_dir)
+            try:
+                if self.attr.size:
+                    self.engine.download(self.key, spool.fileno(), self.attr.size, self.attr.etag)
+                    got = os.fstat(spool.fileno()).st_size
+                    if got != self.attr.size:
+                        raise S3Error(
+                            errno.EIO, f"GET {self.key}: {got} bytes, not {self.attr.size}"
+                        )
+            except BaseException:
+                spool.close()
+                raise
+            self.spool = spool
+            self._drop_reader()
+        return self.spool
+
+    def _touch(self) -> None:
+        now = time.time_ns()
+        self.attr = replace(self.attr, mtime_ns=now, ctime_ns=now)
+        self.times_set = False
+        self.dirty = True
+
+    def write(self, data: bytes, offset: int) -> int:
+        with self.lock:
+            spool = self.load()
+            os.pwrite(spool.fileno(), data, offset)
+            self.attr = replace(self.attr, size=max(self.attr.size, offset + len(data)))
+            self._touch()
+            return len(data)
+
+    def truncate(self, length: int) -> None:
+        with self.lock:
+            if length == 0 and self.spool is None:
+                self.spool = spools.new_spool(self.spool_dir)  # nothing to fetch: all goes
+                self._drop_reader()
+            spool = self.load()
+            os.ftruncate(spool.fileno(), length)
+            self.attr = replace(self.attr, size=length)
+            self._touch()
+
+    def set_attr(self, attr: Attr, times_set: bool = False) -> None:
+        """chmod/chown/utimens on a file with pending data: applied at upload."""
+        with self.lock:
+            self.attr = replace(attr, size=self.attr.size)
+            self.times_set = self.times_set or times_set
+            self.dirty = True
+
+    # --- uploading --------------------------------------------------------------------
+
+    def flush(self) -> bool:
+        """Upload pending data (and metadata). True if something was uploaded.
+        Raises S3Error (EIO…) if the upload failed; the data stays pending."""
+        with self.lock:
+            if not self.dirty or self.unlinked:
+                return False
+            spool = self.load()
+            spool.flush()
+            size = os.fstat(spool.fileno()).st_size
+            meta = layout.object_meta(self.attr)
+            ctype = layout.content_type_for(self.path)
+            started = time.monotonic()
+            try:
+                etag = self.engine.upload_file(
+                    self.key, spools.spool_path(spool), size, meta, ctype
+                )
+            except OSError as e:
+                log.error("upload of %s failed, data kept for retry: %s", self.path, e)
+                self._keep_on_disk()
+                raise S3Error(errno.EIO, str(e)) from None
+            log.debug("uploaded %s (%d bytes, %.2fs)", self.path, size, time.monotonic() - started)
+            self.attr = replace(self.attr, size=size, etag=etag)
+            self.dirty = False
+            self._drop_kept()
+            return True
+
+    def superseded(self) -> None:
+        """Unlinked, or renamed over: its pending content is no longer wanted."""
+        with self.lock:
+            self.unlinked = True
+            self._drop_kept()
+
+    def _keep_on_disk(self) -> None:
+        """A name in unsaved/ for the spool of a file whose upload failed: the writer was
+        told EIO, and that data must outlive even a kill -9 of this process."""
+        if self.kept is not None or self.spool is None:
+            return
+        target = spools.unsaved_name(self.spool_dir, self.key)
+        try:
+            spools.link(self.spool, target)
+        except OSError as e:
+            log.warning("%s: could not keep its pending data in %s: %s", self.path, target, e)
+            return
+        self.kept = target
+        log.warning("%s: pending data also kept in %s until it is uploaded", self.path, target)
+
+    def _drop_kept(self) -> None:
+        if self.kept is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.kept)
+            self.kept = None
+
+    def close(self) -> None:
+        with self.lock:
+            if self.spool is not None:
+                self.spool.close()
+                self.spool = None
+            self._drop_reader()
+
+    def save_unsaved(self) -> str | None:
+        """Last resort at unmount: pending content next to the spool dir; says where."""
+        with self.lock:
+            if self.spool is None:
+                return None
+            if self.kept is not None and os.path.exists(self.kept):
+                return self.kept
+            target = spools.unsaved_name(self.spool_dir, self.key)
+            self.spool.seek(0)
+            with open(target, "wb") as out:
+                shutil.copyfileobj(self.spool, out)
+            return target
+
+
+class OpenFiles:
+    """The table of open files: path → OpenFile, handle number → OpenFile."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.by_path: dict[str, OpenFile] = {}
+        self.by_fh: dict[int, OpenFile] = {}
+        self._next_fh = 1
+
+    def get(self, path: str) -> OpenFile | None:
+        with self.lock:
+            return self.by_path.get(path)
+
+    def handle(self, fh: int) -> OpenFile:
+        with self.lock:
+            f = self.by_fh.get(fh)
+        if f is None:
+            raise OSError(errno.EBADF, "bad file handle")
+        return f
+
+    def find(self, fh: int) -> OpenFile | None:
+        with self.lock:
+            return self.by_fh.get(fh)
+
+    def open(self, path: str, make: Callable[[], OpenFile]) -> tuple[OpenFile, int]:
+        """A new handle on the file open at `path`, made by `make` if there is none."""
+        with self.lock:
+            f = self.by_path.get(path)
+            if f is None:
+                f = self.by_path[path] = make()
+            fh = self._next_fh
+            self._next_fh += 1
+            self.by_fh[fh] = f
+            f.refs += 1
+            return f, fh
+
+    def drop_handle(self, fh: int) -> tuple[OpenFile, bool]:
+        """Forget handle `fh`; returns (file, True if that was its last handle)."""
+        with self.lock:
+            f = self.by_fh.pop(fh)
+            f.refs -= 1
+            return f, f.refs == 0
+
+    def forget(self, f: OpenFile) -> None:
+        with self.lock:
+            if f.refs == 0 and self.by_path.get(f.path) is f:
+                del self.by_path[f.path]
+
+    def unname(self, path: str, f: OpenFile) -> None:
+        """`f` no longer has the name `path` (unlinked, renamed over); its handles live on."""
+        with self.lock:
+            if self.by_path.get(path) is f:
+                del self.by_path[path]
+
+    def rename(self, old: str, new: str, new_key: str) -> None:
+        with self.lock:
+            f = self.by_path.pop(old, None)
+            if f is not None:
+                f.path, f.key = new, new_key
+                self.by_path[new] = f
+
+    def under(self, path: str) -> list[OpenFile]:
+        """The open files strictly below directory `path`."""
+        with self.lock:
+            return [f for p, f in self.by_path.items() if p != path and in_tree(p, path)]
+
+    def all(self) -> list[OpenFile]:
+        with self.lock:
+            return list(self.by_path.values())

@@ -1,0 +1,311 @@
+"""What each path is: lookups, directory listings, their caches, and how our own changes
+keep those caches right. Knows nothing of open files (filesystem.py lays those over it).
+
+Where an answer comes from, cheapest first: the stat cache (`stat_cache_expire`; "no
+such path" kept `negative_ttl`); a recent listing of the parent that lacks the name;
+the attributes fetched ahead for a listed entry (prefetch.py); S3: a HEAD of the key,
+then one one-key LIST that tells a directory marker from an implicit directory.
+Other mounts' changes are seen when entries expire; readdir always lists anew.
+"""
+
+from __future__ import annotations
+
+import errno
+import posixpath
+import stat
+from concurrent.futures import Future
+from dataclasses import dataclass, replace
+from datetime import datetime
+
+from run_s3fs.fs import layout
+from run_s3fs.fs.core.caches import Bounded
+from run_s3fs.fs.core.prefetch import NOT_LISTED, AttrsAhead, ListingsAhead
+from run_s3fs.fs.engine import Engine, ObjectInfo
+from run_s3fs.fs.layout import Attr
+
+MISSING = object()  # cached "no such path"
+MAX_LISTED_DIRS = 1000
+
+
+def seconds(when: datetime | None) -> int:
+    return int(when.timestamp()) if when else 0
+
+
+@dataclass(frozen=True)
+class DirEntry:
+    name: str
+    is_dir: bool
+    empty: bool = False  # a zero-byte object: maybe an old-style directory object
+
+
+@dataclass(frozen=True)
+class NamespaceSettings:
+    prefix: str  # "" or "sub/path/": the mount's place in the bucket
+    uid: int  # who implicit directories and objects without an owner belong to
+    gid: int
+    stat_ttl: float
+    negative_ttl: float
+    max_entries: int
+    max_in_flight: int  # HEADs fetched ahead at once
+    compat_dir: bool = False
+
+
+class Namespace:
+    def __init__(self, engine: Engine, settings: NamespaceSettings) -> None:
+        self.engine = engine
+        self.settings = settings
+        self.prefix = settings.prefix
+        self.stats: Bounded[str, Attr | object] = Bounded(settings.max_entries, settings.stat_ttl)
+        # Listings answer "no such name" for lookups; kept as briefly as negative stat
+        # entries, so names other mounts create appear as soon. readdir always lists anew.
+        self.listings: Bounded[str, dict[str, DirEntry]] = Bounded(
+            MAX_LISTED_DIRS, settings.negative_ttl
+        )
+        # key → (ETag, Last-Modified second, Attr). An object's headers change only with
+        # its ETag (content) or its Last-Modified (a metadata-replacing copy bumps it),
+        # so a listing entry carrying the same pair proves the cached attributes still
+        # hold: a re-listed directory needs no HEAD per entry.
+        self.objects: Bounded[str, tuple[str, int, Attr]] = Bounded(settings.max_entries)
+        self.attrs_ahead = AttrsAhead(
+            self._fetch_listed, self._store_listed, settings.stat_ttl, settings.max_in_flight
+        )
+        self.listings_ahead = ListingsAhead(
+            lambda path: engine.list_dir_async(self.dkey(path)), settings.negative_ttl
+        )
+
+    # --- keys and attributes ----------------------------------------------------------
+
+    def key(self, path: str) -> str:
+        return layout.path_to_key(path, self.prefix)
+
+    def dkey(self, path: str) -> str:
+        return layout.dir_key(path, self.prefix)
+
+    def decode(self, info: ObjectInfo) -> Attr:
+        s = self.settings
+        attr = layout.decode_attr(
+            info.key,
+            info.metadata,
+            info.content_type,
+            info.size,
+            info.last_modified,
+            s.uid,
+            s.gid,
+            info.etag,
+        )
+        if info.etag:
+            self.objects.put(info.key, (info.etag, seconds(info.last_modified), attr))
+        return attr
+
+    def _as_dir(self, info: ObjectInfo) -> Attr:
+        """A marker's attributes; a marker with a file mode is a directory all the same
+        (the key decides)."""
+        attr = self.decode(info)
+        if attr.is_dir:
+            return attr
+        return replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode), size=0)
+
+    def implicit_dir(self) -> Attr:
+        return layout.implicit_dir_attr(self.settings.uid, self.settings.gid)
+
+    # --- the stat cache ---------------------------------------------------------------
+
+    def cached(self, path: str, max_age: float | None = None) -> Attr | object | None:
+        """The cached Attr, MISSING for a cached absence, or None if nothing (fresh
+        enough) is known."""
+        return self.stats.get(path, max_age)
+
+    def store(self, path: str, attr: Attr | None) -> None:
+        if attr is None:
+            self.stats.put(path, MISSING, self.settings.negative_ttl)
+        else:
+            self.stats.put(path, attr)
+
+    def forget(self, path: str) -> None:
+        self.stats.pop(path)
+
+    # --- lookups ----------------------------------------------------------------------
+
+    def lookup(self, path: str) -> Attr:
+        """Attributes of `path` (as stored, before mount overrides), or ENOENT."""
+        cached = self.stats.get(path)
+        if cached is MISSING:
+            raise OSError(errno.ENOENT, "no such file or directory")
+        if isinstance(cached, Attr):
+            return cached
+        parent, name = posixpath.split(path)
+        listing = self.listings.get(parent)
+        if listing is not None and name not in listing:
+            raise OSError(errno.ENOENT, "no such file or directory")
+        listed = self.attrs_ahead.lookup(path)
+        if isinstance(listed, Attr):
+            return listed
+        if listed is NOT_LISTED:  # it may have just landed in the cache
+            cached = self.stats.get(path)
+            if isinstance(cached, Attr):
+                return cached
+        attr = self.fetch(path)
+        if attr is None:
+            raise OSError(errno.ENOENT, "no such file or directory")
+        return attr
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.lookup(path)
+            return True
+        except OSError as e:
+            if e.errno == errno.ENOENT:
+                return False
+            raise
+
+    def fetch(self, path: str) -> Attr | None:
+        """Ask S3 what `path` is: a file/symlink/dir object, a dir marker, an implicit
+        directory, or nothing. 1–3 requests; the answer goes into the stat cache."""
+        info = self.engine.head(self.key(path))
+        attr = self.decode(info) if info is not None else self._fetch_dir(path)
+        self.store(path, attr)
+        return attr
+
+    def _fetch_dir(self, path: str) -> Attr | None:
+        dkey = self.dkey(path)
+        # The marker `dir/` sorts before every other key under `dir/`: one listing of one
+        # key says both whether a marker exists and whether the directory is implicit.
+        first = self.engine.first_keys(dkey, 1)
+        if first and first[0].key == dkey:
+            marker = self.engine.head(dkey)
+            if marker is not None:
+                return self._as_dir(marker)
+        if first:
+            return self.implicit_dir()
+        if self.settings.compat_dir:
+            info = self.engine.head(self.key(path) + layout.COMPAT_DIR_SUFFIX)
+            if info is not None:
+                return self._as_dir(info)
+        return None
+
+    def _fetch_listed(self, key: str, is_prefix: bool) -> Future[Attr | None]:
+        """Attributes of an entry a listing showed: a HEAD of its object (or, for a common
+        prefix, of its marker: none makes it an implicit directory)."""
+        out: Future[Attr | None] = Future()
+
+        def done(f: Future[ObjectInfo | None]) -> None:
+            try:
+                info = f.result()
+                if is_prefix:
+                    out.set_result(self.implicit_dir() if info is None else self._as_dir(info))
+                else:
+                    out.set_result(None if info is None else self.decode(info))
+            except BaseException as e:
+                out.set_exception(e)
+
+        self.engine.head_async(key).add_done_callback(done)
+        return out
+
+    def _store_listed(self, path: str, attr: Attr | None) -> None:
+        if attr is not None:
+            self.stats.put(path, attr)
+
+    # --- listings ---------------------------------------------------------------------
+
+    def read_dir(self, path: str) -> dict[str, DirEntry]:
+        """The directory's entries, from a fresh listing (other mounts' new files show at
+        the next `ls`). Attributes are not fetched here (`find` needs only names and
+        kinds); they are fetched ahead when lookups ask (`ls -l`)."""
+        prefix = self.dkey(path)
+        listing = self.listings_ahead.take(path)
+        if listing is None:
+            listing = self.engine.list_dir(prefix)
+        entries: dict[str, DirEntry] = {}
+        todo: dict[str, tuple[str, bool]] = {}  # name → (key, from a common prefix)
+        for item in listing.files:
+            name = layout.child_name(item.key, prefix)
+            if name is None:
+                continue
+            if name.endswith(layout.COMPAT_DIR_SUFFIX):
+                if self.settings.compat_dir:
+                    base = name[: -len(layout.COMPAT_DIR_SUFFIX)]
+                    if base:
+                        entries.setdefault(base, DirEntry(base, True))
+                continue
+            child = posixpath.join(path, name)
+            known = self.objects.get(item.key, touch=True)
+            if known and item.etag and known[:2] == (item.etag, seconds(item.last_modified)):
+                # Unchanged since we last saw it: its attributes are as good as fetched
+                # now (a fresh TTL, or a long `ls -l` outlives the earlier entries).
+                entries[name] = DirEntry(name, known[2].is_dir)
+                self.stats.put(child, known[2])
+                continue
+            entries[name] = DirEntry(name, False, empty=item.size == 0)
+            if self._unknown(child):
+                todo[name] = (item.key, False)
+        for common in listing.prefixes:
+            name = layout.child_name(common, prefix)
+            if name is None or name in entries:
+                continue  # both `x` and `x/…` exist: the object wins, as in s3fs
+            entries[name] = DirEntry(name, True)
+            if self._unknown(posixpath.join(path, name)):
+                todo[name] = (common, True)
+        self.attrs_ahead.listed(path, todo)
+        subdirs = [posixpath.join(path, n) for n, e in entries.items() if e.is_dir]
+        self.listings_ahead.listed(path, subdirs)
+        self.listings.put(path, entries)
+        return entries
+
+    def _unknown(self, path: str) -> bool:
+        """True if `path`'s attributes are not cached. A cached absence is overruled by
+        the listing that shows the entry (forgotten, so the next lookup asks S3)."""
+        cached = self.stats.get(path)
+        if cached is MISSING:
+            self.stats.pop(path)
+        return not isinstance(cached, Attr)
+
+    def dir_is_empty(self, path: str) -> bool:
+        """No key below the directory but its own marker (what S3 holds; open files
+        created here but not uploaded yet are the caller's to consider)."""
+        dkey = self.dkey(path)
+        return all(k.key == dkey for k in self.engine.first_keys(dkey, 2))
+
+    def delete_dir_objects(self, path: str) -> None:
+        """Every object that can make `path` a directory: `dir/`, an old-style `dir`
+        object with a directory type, `dir_$folder$`."""
+        keys = [self.dkey(path)]
+        info = self.engine.head(self.key(path))
+        if info is not None and self.decode(info).is_dir:
+            keys.append(self.key(path))
+        if self.settings.compat_dir:
+            keys.append(self.key(path) + layout.COMPAT_DIR_SUFFIX)
+        self.engine.delete_many(keys)
+
+    # --- our own changes --------------------------------------------------------------
+
+    def changed(self, path: str, exists: bool | None = None, is_dir: bool = False) -> None:
+        """Our own change to `path`: forget its attributes; keep the parent's cached
+        listing right (`exists` says whether `path` is there now; None: unknown)."""
+        self.attrs_ahead.forget(path)
+        parent = posixpath.dirname(path)
+        self.listings_ahead.forget(parent)
+        self.stats.pop(path)
+        if exists is None:
+            self.listings.pop(parent)
+        else:
+            name = posixpath.basename(path)
+
+            def patch(entries: dict[str, DirEntry]) -> dict[str, DirEntry]:
+                patched = dict(entries)
+                if exists:
+                    patched[name] = DirEntry(name, is_dir)
+                else:
+                    patched.pop(name, None)
+                return patched
+
+            self.listings.update(parent, patch)
+        self.objects.pop(self.key(path))
+        self.objects.pop(self.dkey(path))
+
+    def changed_tree(self, path: str, exists: bool, is_dir: bool = True) -> None:
+        """`changed`, and everything cached below `path` too (rmdir, renames)."""
+        self.changed(path, exists=exists, is_dir=is_dir)
+        self.attrs_ahead.forget_tree(path)
+        self.listings_ahead.forget_tree(path)
+        self.stats.pop_tree(path)
+        self.listings.pop_tree(path)

@@ -1,0 +1,210 @@
+"""Reading an object that is not held locally: ranged GETs, in parallel ahead of a
+sequential reader, only what is asked for on random reads.
+
+On S3 one connection carries 50-100 MB/s and each request waits tens of milliseconds
+for its first byte, so throughput comes from several ranged GETs in flight at once.
+A reader that goes on where its last read ended gets a window of blocks fetched ahead
+of it, which doubles with each such read up to `max_window`; a read elsewhere drops
+the blocks and fetches just its own range (the window starts small again).
+
+The block size follows the link (engine.suggested_part): big enough that a block's
+first-byte wait is a small part of its transfer, so servers with a high cost per
+request get few large GETs, and S3-like links get several 8-16 MiB ones in flight.
+
+Every GET is pinned to the ETag the file was opened at (If-Match): a reader never sees
+bytes of two versions; a replaced object fails the read with ESTALE instead.
+
+Memory: all readers together hold at most `Budget.limit` bytes of blocks (ahead of
+and just behind the readers); past it, a reader fetches only what it is asked for.
+"""
+
+from __future__ import annotations
+
+import errno
+import threading
+from collections import deque
+from concurrent.futures import Future
+from dataclasses import dataclass
+
+from run_s3fs.fs.engine import Engine
+
+MIB = 1024 * 1024
+MIN_BLOCK = 256 * 1024  # the least fetched for a block ahead (a read's own is exact)
+# The kernel sends one stream's reads from several threads, a little out of order: a
+# read this far past the previous one's end still continues it, and blocks this far
+# behind the furthest read are kept for the stragglers.
+SEQUENTIAL_SLACK = 4 * MIB
+KEEP_BEHIND = 4 * MIB
+# Read-ahead starts once a reader has gone this far in sequence: a random read of one
+# MiB arrives as several kernel requests in sequence, and must not fetch ahead.
+STREAK = 2 * MIB
+
+
+class Budget:
+    """Bytes of read blocks held by all readers of one mount."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int, needed: bool) -> bool:
+        """Reserve `size` bytes; a block the reader needs now is always granted."""
+        with self._lock:
+            if not needed and self._used + size > self.limit:
+                return False
+            self._used += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self._used -= size
+
+    @property
+    def used(self) -> int:
+        with self._lock:
+            return self._used
+
+
+@dataclass
+class _Block:
+    start: int
+    end: int
+    data: Future[bytes]
+
+
+class Reader:
+    """One open file's reads from S3. Not thread-safe: the caller serialises (the open
+    file's lock)."""
+
+    def __init__(
+        self,
+        engine: Engine,
+        key: str,
+        etag: str,
+        size: int,
+        budget: Budget,
+        max_window: int = 64 * MIB,
+    ) -> None:
+        self.engine = engine
+        self.key = key
+        self.etag = etag
+        self.size = size
+        self.budget = budget
+        self.max_window = max(max_window, MIN_BLOCK)
+        self._blocks: deque[_Block] = deque()  # contiguous, in order
+        self._window = 0  # bytes to have requested ahead of the reader
+        self._last_end = -1  # where the previous read ended (-1: no read yet)
+        self._streak = 0  # bytes read in sequence up to _last_end
+
+    # --- the reader's side ------------------------------------------------------------
+
+    def seed(self, data: bytes) -> None:
+        """The object's first bytes, fetched with its headers at open."""
+        if data and not self._blocks:
+            done: Future[bytes] = Future()
+            done.set_result(data)
+            self.budget.take(len(data), needed=True)
+            self._blocks.append(_Block(0, len(data), done))
+
+    def read(self, offset: int, size: int) -> bytes:
+        end = min(offset + size, self.size)
+        if offset >= end:
+            return b""
+        sequential = self._last_end <= offset <= self._last_end + SEQUENTIAL_SLACK or (
+            self._last_end < 0 and offset == 0
+        )
+        run_start = self._blocks[0].start if self._blocks else 0
+        run_end = self._blocks[-1].end if self._blocks else 0
+        if self._blocks and run_start <= offset and end <= run_end:
+            pass  # held (or on its way)
+        elif self._blocks and run_start <= offset <= run_end + SEQUENTIAL_SLACK and sequential:
+            pass  # just past what is held: the run is extended below
+        elif self._blocks and offset < run_start and end > run_start - KEEP_BEHIND:
+            # A straggler from behind the run (dropped already): fetch it alone, and
+            # leave the run to the reader it belongs to.
+            return self._alone(offset, end)
+        else:
+            self._drop()
+            self._window = 0
+        if sequential:
+            self._streak += max(end - max(self._last_end, offset), 0)
+        else:
+            self._streak = end - offset
+        if self._streak >= STREAK:
+            grown = max(2 * self._window, self.engine.suggested_part(self.max_window))
+            self._window = min(self.max_window, grown)
+        self._extend(offset, end)
+        data = self._collect(offset, end)
+        self._last_end = max(self._last_end, end) if sequential else end
+        self._trim(offset)
+        return data
+
+    def close(self) -> None:
+        self._drop()
+
+    # --- blocks -----------------------------------------------------------------------
+
+    def _extend(self, offset: int, end: int) -> None:
+        """Request blocks up to `end` (needed now) and then up to the window ahead."""
+        if not self._blocks:
+            self._blocks.append(self._need(offset, end))
+        while self._blocks[-1].end < end:
+            self._blocks.append(self._need(self._blocks[-1].end, end))
+        target = min(self.size, end + self._window)
+        part = self.engine.suggested_part(self.max_window)
+        while self._blocks[-1].end < target:
+            start = self._blocks[-1].end
+            stop = min(self.size, start + max(part, MIN_BLOCK))
+            block = self._fetch(start, stop, needed=False)
+            if block is None:
+                break  # the mount's read-ahead memory is in use: only what is asked
+            self._blocks.append(block)
+
+    def _need(self, start: int, end: int) -> _Block:
+        block = self._fetch(start, end, needed=True)
+        assert block is not None  # what a read needs is always granted
+        return block
+
+    def _fetch(self, start: int, end: int, needed: bool) -> _Block | None:
+        if not self.budget.take(end - start, needed):
+            return None
+        data = self.engine.get_range_async(self.key, start, end - start, self.etag)
+        return _Block(start, end, data)
+
+    def _collect(self, offset: int, end: int) -> bytes:
+        parts = []
+        for block in list(self._blocks):
+            if block.end <= offset:
+                continue
+            if block.start >= end:
+                break
+            try:
+                data = block.data.result()
+            except BaseException:
+                self._drop()  # a failed block is not kept: the next read asks anew
+                raise
+            if len(data) < block.end - block.start and block.start + len(data) < end:
+                self._drop()  # the object ended early: it changed under us
+                raise OSError(errno.ESTALE, "the object changed while being read")
+            parts.append(data[max(offset - block.start, 0) : end - block.start])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
+
+    def _alone(self, offset: int, end: int) -> bytes:
+        self.budget.take(end - offset, needed=True)
+        try:
+            return self.engine.get_range(self.key, offset, end - offset, self.etag)
+        finally:
+            self.budget.give(end - offset)
+
+    def _trim(self, offset: int) -> None:
+        while self._blocks and self._blocks[0].end <= offset - KEEP_BEHIND:
+            self._release(self._blocks.popleft())
+
+    def _drop(self) -> None:
+        while self._blocks:
+            self._release(self._blocks.popleft())
+
+    def _release(self, block: _Block) -> None:
+        # An unfinished GET is left to finish on its own (its bytes are dropped then).
+        self.budget.give(block.end - block.start)

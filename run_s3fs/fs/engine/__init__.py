@@ -1,0 +1,117 @@
+"""The S3 engine: every request the bundled backend makes goes through this interface.
+
+`Engine` is what the core may call: head, list, get a range, put (bytes or a file,
+multipart above a threshold), copy with metadata, delete. Every failure leaves it as an
+S3Error (an OSError with an errno), so nothing above knows the transport. `open_engine`
+builds the one implementation, on the AWS Common Runtime (crt.py): C code signs, sends
+and receives, off the GIL, with many requests in flight on few threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from run_s3fs.fs.engine.errors import S3Error
+from run_s3fs.fs.engine.types import ListEntry, Listing, ObjectInfo, Page
+
+__all__ = [
+    "Engine",
+    "EngineSettings",
+    "ListEntry",
+    "Listing",
+    "ObjectInfo",
+    "Page",
+    "S3Error",
+    "open_engine",
+]
+
+MIB = 1024 * 1024
+GIB = 1024 * MIB
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    bucket: str
+    url: str | None  # None: AWS's endpoint for the region
+    region: str
+    path_style: bool
+    retries: int = 5  # after the first attempt
+    connect_timeout: float = 300.0
+    readwrite_timeout: float = 120.0  # the longest a request may go without progress
+    part_size: int = 8 * MIB  # multipart uploads
+    multipart_threshold: int = 25 * MIB
+    parallel_count: int = 10  # parts of one upload in flight
+    singlepart_copy_limit: int = 5 * GIB
+    max_connections: int = 128  # requests in flight over the whole engine
+    verify_tls: bool = True
+    ca_file: str | None = None
+    # Headers every object-writing request carries (SSE, storage class), and every
+    # request (requester pays, an SSE-C key for reads): (name, value) pairs.
+    write_headers: tuple[tuple[str, str], ...] = ()
+    request_headers: tuple[tuple[str, str], ...] = ()
+
+
+class Engine(Protocol):
+    """Thread-safe; every blocking call may be made from any thread."""
+
+    def probe(self) -> None: ...
+
+    def head(self, key: str) -> ObjectInfo | None: ...
+
+    def head_async(self, key: str) -> Future[ObjectInfo | None]: ...
+
+    def list_page(
+        self, prefix: str, delimiter: str = "/", token: str | None = None, max_keys: int = 1000
+    ) -> Page: ...
+
+    def list_dir(self, prefix: str) -> Listing: ...
+
+    def list_dir_async(self, prefix: str) -> Future[Listing]: ...
+
+    def iter_keys(self, prefix: str) -> Iterator[ListEntry]: ...
+
+    def first_keys(self, prefix: str, count: int) -> list[ListEntry]: ...
+
+    def get_start(self, key: str, length: int) -> tuple[ObjectInfo, bytes] | None: ...
+
+    def get_range(self, key: str, start: int, length: int, etag: str = "") -> bytes: ...
+
+    def get_range_async(
+        self, key: str, start: int, length: int, etag: str = ""
+    ) -> Future[bytes]: ...
+
+    def suggested_part(self, largest: int) -> int: ...
+
+    def download(self, key: str, fd: int, size: int, etag: str = "") -> None: ...
+
+    def put(self, key: str, body: bytes, metadata: dict[str, str], ctype: str) -> str: ...
+
+    def upload_file(
+        self, key: str, path: str, size: int, metadata: dict[str, str], ctype: str
+    ) -> str: ...
+
+    def copy(
+        self,
+        src: str,
+        dst: str,
+        size: int,
+        metadata: dict[str, str] | None = None,
+        ctype: str | None = None,
+    ) -> str: ...
+
+    def delete(self, key: str) -> None: ...
+
+    def delete_many(self, keys: list[str]) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def open_engine(settings: EngineSettings, credentials: Any) -> Engine:
+    """The engine for `settings`, signing with `credentials` (a source with `get()`, or
+    fixed keys with access_key/secret_key/session_token)."""
+    from run_s3fs.fs.engine.crt import CrtEngine
+
+    return CrtEngine(settings, credentials)

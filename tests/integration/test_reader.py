@@ -1,0 +1,99 @@
+"""The read path (run_s3fs.fs.core.reader) over the real engine and the moto server, no
+mount: which ranged GETs a reader makes, how many at once, and what memory bounds it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import re
+
+import pytest
+from conftest import ACCESS_KEY, SECRET_KEY
+from faultproxy import FaultProxy, FaultRates
+
+from run_s3fs.fs.core.reader import STREAK, Budget, Reader
+from run_s3fs.fs.credentials import Credentials
+from run_s3fs.fs.engine import EngineSettings, open_engine
+
+MIB = 1024 * 1024
+DATA = os.urandom(24 * MIB + 777)
+RANGE = re.compile(r"GET /[^/]+/obj$")
+
+
+@pytest.fixture
+def rig(s3_server, s3, bucket):
+    etag = s3.put_object(Bucket=bucket, Key="obj", Body=DATA)["ETag"]
+    proxy = FaultProxy(s3_server.url).start()
+    settings = EngineSettings(bucket=bucket, url=proxy.url, region="us-east-1", path_style=True)
+    engine = open_engine(settings, Credentials(ACCESS_KEY, SECRET_KEY))
+    yield engine, proxy, etag
+    engine.close()
+    proxy.stop()
+
+
+def gets(proxy: FaultProxy) -> int:
+    return sum(1 for r in proxy.seen if RANGE.match(r))
+
+
+def test_sequential_reads_get_blocks_ahead_in_parallel(rig):
+    engine, proxy, etag = rig
+    # Every answer waits at the proxy, as on a network: blocks ahead overlap that wait.
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.05))
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), max_window=16 * MIB)
+    out = bytearray()
+    while len(out) < len(DATA):
+        out += reader.read(len(out), MIB)
+    assert bytes(out) == DATA
+    assert reader.read(len(DATA), MIB) == b""
+    assert gets(proxy) < 24  # fewer GETs than reads: blocks of more than a MiB
+    assert proxy.stats.peak_in_flight >= 2
+    reader.close()
+
+
+def test_random_reads_fetch_only_what_is_asked(rig):
+    engine, proxy, etag = rig
+    budget = Budget(64 * MIB)
+    reader = Reader(engine, "obj", etag, len(DATA), budget)
+    offsets = [20 * MIB + 3, 2 * MIB, 11 * MIB + 99, 5 * MIB, 17 * MIB]
+    for off in offsets:
+        assert reader.read(off, MIB) == DATA[off : off + MIB]
+    assert gets(proxy) == len(offsets)
+    reader.close()
+    assert budget.used == 0
+
+
+def test_a_read_split_by_the_kernel_is_not_a_stream(rig):
+    engine, proxy, etag = rig
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB))
+    half = STREAK // 4
+    for off in (3 * MIB, 15 * MIB):  # each 1 MiB read arrives as two halves in sequence
+        assert reader.read(off, half) + reader.read(off + half, half) == DATA[off : off + 2 * half]
+    assert gets(proxy) == 4  # nothing fetched ahead
+
+
+def test_out_of_order_kernel_reads_are_served(rig):
+    engine, _proxy, etag = rig
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB))
+    order = [0, 1, 2, 4, 3, 5, 7, 6, 8, 10, 9, 11]  # the kernel's threads race a little
+    for n in order:
+        assert reader.read(n * MIB, MIB) == DATA[n * MIB : (n + 1) * MIB], n
+
+
+def test_the_memory_budget_bounds_read_ahead(rig):
+    engine, proxy, etag = rig
+    budget = Budget(2 * MIB)
+    reader = Reader(engine, "obj", etag, len(DATA), budget)
+    for n in range(12):
+        assert reader.read(n * MIB, MIB) == DATA[n * MIB : (n + 1) * MIB]
+        assert budget.used <= 2 * MIB + 5 * MIB  # what a read needs, and what is kept
+    assert gets(proxy) >= 10  # no room to fetch ahead: one GET per read
+
+
+def test_a_replaced_object_fails_the_read_with_estale(rig, s3, bucket):
+    engine, _proxy, etag = rig
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB))
+    assert reader.read(0, MIB) == DATA[:MIB]
+    s3.put_object(Bucket=bucket, Key="obj", Body=b"another version")
+    with pytest.raises(OSError) as e:
+        reader.read(10 * MIB, MIB)
+    assert e.value.errno == errno.ESTALE
