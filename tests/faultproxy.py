@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import http.client
 import random
+import re
 import socket
 import threading
 import time
@@ -103,6 +104,8 @@ class FaultProxy:
         # The latest requests ("HEAD /bucket/key"), for tests that count requests to say
         # which ones they saw.
         self.seen: deque[str] = deque(maxlen=1000)
+        # The bytes each ranged GET asked for, in the same order (for read-ahead tests).
+        self.ranges: deque[int] = deque(maxlen=1000)
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
         self._down = threading.Event()
@@ -216,6 +219,9 @@ class FaultProxy:
                 body = self._read_body()
                 proxy.stats.count("requests")
                 proxy.seen.append(f"{self.command} {self.path}")
+                asked = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+                if asked:
+                    proxy.ranges.append(int(asked[2]) - int(asked[1]) + 1)
                 if proxy._down.is_set():
                     proxy.stats.count("refused")
                     self._reset()

@@ -105,9 +105,14 @@ def _info(key: str, headers: dict[str, str], size: int | None = None) -> ObjectI
 
 class Link:
     """What ranged GETs show of the link to the server: the wait for a first byte and
-    what one connection carries, averaged. A block should be big enough that the wait
-    is a small part of its transfer (4 x the bandwidth-delay product): few big GETs
-    where a request costs much, several 8-16 MiB ones in flight on S3-like links."""
+    what one connection carries, averaged.
+
+    A block should be big enough that the wait is a small part of its transfer (4 x the
+    bandwidth-delay product), and small enough that the window holds as many GETs as it
+    takes to fill the pipe: one when a connection carries GB/s (a local server, where
+    each request may cost much: few large GETs), eight where it carries 80 MB/s (S3)."""
+
+    TARGET = 1.5e9  # bytes/s worth aiming at: about what FUSE streams here
 
     def __init__(self) -> None:
         self.ttfb = 0.02  # seconds: S3's order of magnitude until measured
@@ -121,11 +126,13 @@ class Link:
             self.ttfb += 0.2 * (ttfb - self.ttfb)
             self.rate += 0.2 * (size / transfer - self.rate)
 
-    def part(self, largest: int) -> int:
-        """A block size: a power of two, 1 MiB to half of `largest` (two in flight)."""
+    def part(self, window: int) -> int:
+        """A block size for a read-ahead `window`: a power of two, at least 1 MiB."""
         want = 4 * self.ttfb * self.rate
+        in_flight = min(8, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
+        cap = window // in_flight
         part = MIB
-        while part < want and part * 2 <= largest // 2:
+        while part < want and part * 2 <= cap:
             part *= 2
         return part
 
@@ -349,9 +356,9 @@ class CrtEngine:
             )
             return True
 
-    def suggested_part(self, largest: int) -> int:
-        """The size of a ranged GET for reading ahead on this link (see Link)."""
-        return self.link.part(largest)
+    def suggested_part(self, window: int) -> int:
+        """The size of a ranged GET for a read-ahead window on this link (see Link)."""
+        return self.link.part(window)
 
     def watch(self, exchange: _Exchange) -> None:
         with self._active_lock:
