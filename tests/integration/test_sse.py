@@ -189,7 +189,7 @@ def keys_file(tmp_path) -> Path:
 
 
 def customer_key(raw: bytes) -> dict:
-    return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": raw.decode("latin-1")}
+    return {"SSECustomerAlgorithm": "AES256", "SSECustomerKey": raw}
 
 
 def head_with(through, bucket: str, key: str, raw: bytes | None) -> dict:
