@@ -234,3 +234,24 @@ def test_startup_refuses_with_one_line_and_exit_78(tmp_path, capsys):
     assert main([*argv[:-1], f"passwd_file={passwd},storage_class=cold"]) == EX_USAGE
     assert "storage_class=cold" in capsys.readouterr().err
     assert os.listdir(mnt) == []
+
+
+def test_the_launcher_passes_them_through():
+    from run_s3fs import config
+
+    options = (
+        "use_sse=kmsid:arn:aws:kms:eu-west-1:123456789012:key/ab-12,storage_class=standard_ia,"
+        "requester_pays,load_sse_c=/etc/s3fs/sse-c.keys,use_rrs=0"
+    )
+    environ = {
+        "S3FS_BUCKET": "bucket",
+        "S3FS_MOUNTPOINT": "/mnt/b",
+        "S3FS_ACCESSKEY": "AKIATESTTESTTEST1234",
+        "S3FS_SECRETKEY": "tEsTsEcReT/0123456789abcdefghijklmnopqrs",
+        "S3FS_OPTIONS": options,
+    }
+    cfg = config.load({}, environ, None, None)
+    assert cfg.options == tuple(options.split(","))
+    opts = parse_args([*BASE, "-o", ",".join(cfg.options)])
+    assert (opts.sse, opts.storage_class, opts.requester_pays) == ("kms", "STANDARD", True)
+    assert opts.sse_c_file == "/etc/s3fs/sse-c.keys" and opts.ignored == ()
