@@ -8,7 +8,8 @@ What AWS documents and answers, per object (path-style requests, /bucket/key):
     none; UploadPart, UploadPartCopy and CompleteMultipartUpload must send the upload's;
   - GET and HEAD of an object stored with a key: without one 400 InvalidRequest, with
     another one 403 AccessDenied; they answer with the algorithm and the key's MD5;
-  - a key sent for an object stored without one: 400 InvalidRequest;
+  - a key sent for an object stored without one: 400 InvalidRequest (for a missing one,
+    404 as ever: objects that did not pass through the proxy are not judged);
   - a copy names the source's key in x-amz-copy-source-server-side-encryption-customer-*
     by the same rules.
 The data in moto stays plaintext: these rules are about who may read it through S3.
@@ -76,7 +77,8 @@ class SseCRules:
                 # a part, a part copy or the completion: the upload's key
                 if sent != self.uploads.get(upload, ""):
                     return self._refuse((400, "InvalidRequest"))
-            elif method in ("GET", "HEAD"):
+            elif method in ("GET", "HEAD") and path in self.objects:
+                # (a missing object is moto's to answer: 404, whatever key is sent)
                 refusal = self._read_rule(stored, sent)
                 if refusal:
                     return self._refuse(refusal)

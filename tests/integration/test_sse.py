@@ -284,3 +284,41 @@ def test_without_the_key_the_engine_cannot_read(sse_proxy, through, bucket):
     secret = base64.b64encode(NEW_KEY).decode()
     for _method, path, _headers in sse_proxy.requests:
         assert secret not in path
+
+
+def test_a_mount_with_other_keys_is_denied(sse_proxy, through, bucket, tmp_path):
+    """Every key tried, none fits: the answer is S3's 403 (EACCES), not the 400 of the
+    keyless attempt."""
+    through.put_object(Bucket=bucket, Key="enc", Body=b"12345", **customer_key(NEW_KEY))
+    path = tmp_path / "other.keys"
+    path.write_text(OLD_KEY.decode() + "\n")
+    path.chmod(0o600)
+    e = engine(sse_proxy.url, bucket, f"use_sse=c:{path}")
+    try:
+        with pytest.raises(OSError) as denied:
+            e.get_range("enc", 0, 5)
+        assert denied.value.errno == errno.EACCES
+        with pytest.raises(OSError) as denied:
+            e.head("enc")
+        assert denied.value.errno == errno.EACCES
+    finally:
+        e.close()
+
+
+def test_the_key_an_object_took_is_remembered(sse_proxy, through, bucket, keys_file):
+    through.put_object(Bucket=bucket, Key="plain", Body=b"no key")
+    e = engine(sse_proxy.url, bucket, f"use_sse=c:{keys_file}")
+    try:
+        e.put("mine", b"data", {}, "text/plain")
+
+        def requests_for(call) -> int:
+            before = sse_proxy.stats.requests
+            call()
+            return sse_proxy.stats.requests - before
+
+        assert requests_for(lambda: e.head("mine")) == 1  # written with the first key
+        assert requests_for(lambda: e.head("plain")) == 2  # the first key, then none
+        assert requests_for(lambda: e.get_range("plain", 0, 2)) == 1
+        assert requests_for(lambda: e.head("missing")) == 1  # a 404 is no wrong key
+    finally:
+        e.close()
