@@ -22,7 +22,6 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 class Backend:
     name: str  # "s3fs" | "python"
     executable: str
-    version: str | None = None
 
     def command(self) -> list[str]:
         """The argv prefix that starts it (the bucket, mount point and options follow)."""

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from run_s3fs import __version__, backends, config, mounts, plan
+from run_s3fs.endpoint import is_aws
 from run_s3fs.errors import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -284,12 +285,10 @@ def _check_backend(
             Item("backend", FAIL, f"{choice}: not available", advice=str(e), exit_code=e.exit_code)
         )
         return None
-    version = backend.version
-    if version is None:
-        try:
-            version = backends.version(backend)
-        except Exception:  # a version is nice to show, never worth failing over
-            version = None
+    try:
+        version = backends.version(backend)
+    except Exception:  # a version is nice to show, never worth failing over
+        version = None
     shown = f"{backend.name} {version or '(version unknown)'} ({backend.executable})"
     report.add(Item("backend", OK, shown, source=f"S3FS_BACKEND={choice}"))
     return backend
@@ -588,7 +587,7 @@ def _client(cfg: config.Config) -> Any:
 
     # Path-style requests exactly when the launch asks s3fs for them (plan.mount_options):
     # use_path_request_style given, or an endpoint that is not AWS.
-    path_style = "use_path_request_style" in cfg.options or not plan.is_aws(cfg.url)
+    path_style = "use_path_request_style" in cfg.options or not is_aws(cfg.url)
     return boto3.session.Session().client(
         "s3",
         endpoint_url=cfg.url,

@@ -321,12 +321,6 @@ def implicit_dir_attr(uid: int, gid: int, mtime_ns: int = 0) -> Attr:
     return Attr(stat.S_IFDIR | DEFAULT_DIR_PERM, 0, uid, gid, mtime_ns, mtime_ns, mtime_ns)
 
 
-def listing_attr(size: int, last_modified: datetime | None, uid: int, gid: int) -> Attr:
-    """A provisional file attribute from a listing entry alone (no HEAD yet)."""
-    ns = int(last_modified.timestamp()) * NS if last_modified else 0
-    return Attr(stat.S_IFREG | DEFAULT_FILE_PERM, size, uid, gid, ns, ns, ns)
-
-
 def content_type_for(name: str) -> str:
     """Content-Type from the last extension, looked up as s3fs does in /etc/mime.types
     (`mimetypes` reads that file too); `application/octet-stream` otherwise."""

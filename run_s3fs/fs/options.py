@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from run_s3fs.errors import UsageError
 
@@ -241,14 +240,13 @@ def parse_args(argv: list[str]) -> Options:
 
 def _url(value: str) -> str:
     """An http(s) endpoint with a host, without the trailing slash."""
+    from run_s3fs.endpoint import BadURL, check_url
+
     try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError as e:
-        raise UsageError(f"-o url={value}: not a valid URL ({e})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"-o url={value}: must be http://HOST[:PORT] or https://HOST[:PORT]")
-    return value.rstrip("/")
+        return check_url(value)
+    except BadURL as e:
+        shown = "(not shown: it holds user:password@)" if "@" in value else value
+        raise UsageError(f"-o url={shown}: {e}, write it as http(s)://HOST[:PORT]") from None
 
 
 def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> None:
