@@ -96,7 +96,7 @@ def test_mknod_makes_s3fs_objects_kept_by_chmod_and_rename(core, fresh, s3, buck
     assert head["Metadata"].get("rdev") == (str(dev) if dev else None)
     core.chmod("/node", 0o600)
     core.rename("/node", "/moved")
-    assert core.readdir("/")[2:] == [("moved", kind | 0o600)]
+    assert [name for name, _ in core.readdir("/")[2:]] == ["moved"]
     for fs in (core, fresh()):
         attr = fs.getattr("/moved")
         assert (attr.mode, attr.rdev, attr.uid, attr.gid) == (kind | 0o600, dev, 7, 8)
