@@ -1342,3 +1342,24 @@ def test_directory_link_count_from_a_listing_and_1_while_unknown(
     assert os.stat(there).st_nlink == 1
     assert sorted(os.listdir(there)) == ["a", "b", "c"]
     assert os.stat(there).st_nlink == 5
+
+
+def test_fstat_of_an_unlinked_open_file(fs: FS, d: Path, request: pytest.FixtureRequest) -> None:
+    if fs.backend == "python":
+        request.applymarker(
+            pytest.mark.xfail(
+                strict=True,
+                raises=OSError,
+                reason="ESTALE: with hard_remove, libfuse's high-level API answers a GETATTR"
+                " of a name-less node itself (fstat sends no handle); see README",
+            )
+        )
+    f = d / "open"
+    write(f, b"content")
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        os.unlink(f)
+        st = os.fstat(fd)
+        assert (st.st_nlink, st.st_size) == (0, 7)
+    finally:
+        os.close(fd)
