@@ -659,8 +659,11 @@ def _length_warnings(
 def _credentials(v: _Validator) -> tuple[str, str | None, str | None]:
     """(mode, access key, secret key): keys by default, the AWS chain on request; keys
     together with S3FS_CREDENTIALS=aws, or neither, is a problem (nothing silently wins)."""
-    explicit = v.get("S3FS_CREDENTIALS") is not None
+    given = v.get("S3FS_CREDENTIALS")
+    explicit = given is not None
     mode = v.choice("S3FS_CREDENTIALS", CREDENTIALS, "keys")
+    if given is not None and given.lower() not in CREDENTIALS:
+        return mode, None, None  # that one problem says it all
     keys = [n for n in KEY_VARIABLES if v.raw.get(n) is not None and v.raw[n].value != ""]
     if mode == "aws":
         if keys:
