@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -86,11 +87,12 @@ class MotoIssuer(Issuer):
         self.revoke_after = lifetime if revoke_after is None else revoke_after
         self.revoked: list[str] = []
         self._timers: list[threading.Timer] = []
+        self._prefix = f"holder-{uuid.uuid4().hex[:8]}"
 
     def issue(self) -> Issued:
         with self._lock:
             n = len(self.issued)
-            user = f"holder-{n}"
+            user = f"{self._prefix}-{n}"
             self.admin.create_user(UserName=user)
             self.admin.put_user_policy(
                 UserName=user,
@@ -125,7 +127,7 @@ class MotoIssuer(Issuer):
 
     def revoke_all(self) -> None:
         for n, creds in enumerate(list(self.issued)):
-            self._revoke(f"holder-{n}", creds.access_key)
+            self._revoke(f"{self._prefix}-{n}", creds.access_key)
 
     def close(self) -> None:
         for timer in self._timers:
