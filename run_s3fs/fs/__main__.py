@@ -93,8 +93,8 @@ def engine_settings(opts: Options, probe: bool = False):
     )
 
 
-def probe_bucket(opts: Options, creds: credentials.Credentials) -> None:
-    """A bounded check that the bucket exists and the keys work, before mounting."""
+def probe_bucket(opts: Options, creds: credentials.Source) -> None:
+    """A bounded check that the bucket exists and the credentials work, before mounting."""
     from run_s3fs.fs.engine import open_engine
 
     engine = open_engine(engine_settings(opts, probe=True), creds)
@@ -106,9 +106,14 @@ def probe_bucket(opts: Options, creds: credentials.Credentials) -> None:
         if code == "NoSuchBucket" or e.errno == errno.ENOENT:
             raise UnavailableError(f"bucket {opts.bucket} does not exist at {where}") from None
         if e.errno == errno.EACCES:
+            check = (
+                "check the access key, the secret key and the bucket's policy"
+                if isinstance(creds, credentials.StaticSource)
+                else f"check that the role behind {creds.describe()} may use the bucket"
+            )
             raise PermissionDeniedError(
                 f"access to bucket {opts.bucket} at {where} denied ({code or 'forbidden'}): "
-                "check the access key, the secret key and the bucket's policy"
+                + check
             ) from None
         raise UnavailableError(f"cannot reach {where} for bucket {opts.bucket}: {e}") from None
     finally:
@@ -167,7 +172,7 @@ def return_big_buffers_to_the_system() -> None:
         pass  # not glibc: nothing to tune
 
 
-def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spool_dir: str) -> int:
+def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_dir: str) -> int:
     return_big_buffers_to_the_system()
     # mfusepy picks a libfuse when imported; without this it finds libfuse2 (s3fs's).
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -265,6 +270,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
             return 1
     finally:
         engine.close()
+        creds.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
     if core.failures:
         log.error("%d file(s) could not be uploaded; see the UNSAVED lines above", core.failures)
@@ -283,7 +289,10 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(opts.log_level)
         if opts.ignored:
             log.warning("ignoring options that do not apply here: %s", ", ".join(opts.ignored))
-        creds = credentials.load(opts.passwd_file, opts.bucket)
+        creds = credentials.open_for(
+            opts.passwd_file, opts.bucket, opts.chain, opts.iam_role, opts.profile
+        )
+        log.info("credentials: %s", creds.describe())
         st = check_mountpoint(opts.mountpoint)
         probe_bucket(opts, creds)
         spool_dir = prepare_spool(opts)

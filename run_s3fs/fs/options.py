@@ -48,9 +48,7 @@ _KNOWN_IGNORED = frozenset(
         "notsup_compat_dir",
         "nomultipart",
         "default_acl",
-        "iam_role",
         "ibm_iam_auth",
-        "ecs",
         "public_bucket",
         "noxmlns",
         "nocopyapi",
@@ -76,7 +74,6 @@ _KNOWN_IGNORED = frozenset(
         "noexec",
         "rw",
         "noauto",
-        "_netdev",
         "user",
         "users",
         "auto",
@@ -93,6 +90,11 @@ class Options:
     debug: bool = False
     single_thread: bool = False
     passwd_file: str | None = None
+    # Temporary credentials (run_s3fs.fs.credentials): iam_role ("" or "auto": the
+    # instance's role), `ecs` or credentials=aws (chain "ecs" / "aws"), profile=NAME.
+    iam_role: str | None = None
+    chain: str | None = None
+    profile: str | None = None
     url: str = "https://s3.amazonaws.com"
     url_given: bool = False
     use_path_request_style: bool = False
@@ -230,6 +232,13 @@ def parse_args(argv: list[str]) -> Options:
     ignored: list[str] = []
     for name, value in raw:
         _apply(name, value, values, ignored)
+    chosen = [n for n in ("passwd_file", "iam_role", "chain", "profile") if n in values]
+    if len(chosen) > 1:
+        names = {"chain": "ecs" if values.get("chain") == "ecs" else "credentials=aws"}
+        raise UsageError(
+            "-o " + " and ".join(names.get(n, n) for n in chosen) + ": each chooses where the"
+            " credentials come from; give only one"
+        )
     if values.get("max_thread_count", 10) < 1 or values.get("parallel_count", 5) < 1:
         raise UsageError("-o parallel_count / max_thread_count must be at least 1")
     if values.get("storage_class") == "REDUCED_REDUNDANCY" and values.get("sse"):
@@ -264,7 +273,25 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
     elif name == "use_path_request_style":
         values["use_path_request_style"] = True
     elif name in ("endpoint", "region"):
-        values["region"] = need()
+        region = need()
+        if values.get("region", region) != region:
+            raise UsageError(
+                f"-o {name}={region} disagrees with the region given before "
+                f"({values['region']}): endpoint= and region= both name the signing region"
+            )
+        values["region"] = region
+    elif name == "iam_role":
+        values["iam_role"] = value or "auto"  # bare iam_role: the instance's role
+    elif name == "ecs":
+        values["chain"] = "ecs"
+    elif name == "credentials":
+        if value != "aws":
+            raise UsageError(f"-o credentials={value}: the only value is aws (the AWS chain)")
+        values["chain"] = "aws"
+    elif name == "profile":
+        values["profile"] = need()
+    elif name == "_netdev":
+        pass  # an fstab flag (mount after the network is up), for mount(8) not for us
     elif name == "allow_other":
         values["allow_other"] = True
     elif name == "ro":

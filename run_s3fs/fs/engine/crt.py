@@ -44,7 +44,13 @@ from awscrt.exceptions import AwsCrtError
 
 from run_s3fs.endpoint import Endpoint, resolve
 from run_s3fs.fs.engine import xml
-from run_s3fs.fs.engine.errors import S3Error, error_region, from_response, from_transport
+from run_s3fs.fs.engine.errors import (
+    S3Error,
+    error_code,
+    error_region,
+    from_response,
+    from_transport,
+)
 from run_s3fs.fs.engine.sse import MD5_HEADER, CustomerKey, CustomerKeys
 from run_s3fs.fs.engine.types import ListEntry, Listing, ObjectInfo, Page
 
@@ -150,6 +156,7 @@ class _Exchange:
         "attempts",
         "base",
         "body",
+        "creds_retried",
         "engine",
         "first_byte",
         "future",
@@ -165,6 +172,7 @@ class _Exchange:
         "request",
         "response_headers",
         "sent",
+        "signed_with",
         "status",
         "timed_out",
         "what",
@@ -197,6 +205,7 @@ class _Exchange:
         self.options = options
         self.future: Future[Answer] = Future()
         self.attempts = 0
+        self.creds_retried = False
         self.request: s3.S3Request | None = None
 
     def start(self) -> None:
@@ -208,6 +217,8 @@ class _Exchange:
         self.progress = self.sent = time.monotonic()
         self.first_byte = 0.0
         engine = self.engine
+        source = engine.credentials_source
+        self.signed_with = source.get() if source is not None else None
         endpoint = engine.endpoint
         headers = http.HttpHeaders([("host", endpoint.host), *self.headers])
         stream = None
@@ -276,6 +287,13 @@ class _Exchange:
                 return f"no progress for {engine.settings.readwrite_timeout:g}s"
             return None
         status = getattr(error, "status_code", None)
+        source = engine.credentials_source
+        if source is not None and not self.creds_retried and _refused_credentials(error):
+            # Temporary credentials that S3 calls expired (or no longer knows): once, with
+            # new ones, which the source fetches now if it has none newer.
+            self.creds_retried = True
+            if source.invalidate(self.signed_with):
+                return "the credentials were refused as expired; trying with fresh ones"
         if status in _REDIRECT_STATUSES and self.attempts <= 2:
             headers = {k.lower(): v for k, v in (getattr(error, "headers", None) or [])}
             region = error_region(getattr(error, "body", None), headers)
@@ -301,6 +319,12 @@ class CrtEngine:
         self.bucket = settings.bucket
         self.endpoint = resolve(settings.url, settings.bucket, settings.region, settings.path_style)
         self._provider = _provider(credentials)
+        # A source of temporary credentials, told when S3 refuses them (see _retry_for).
+        self.credentials_source = (
+            credentials
+            if hasattr(credentials, "invalidate") and getattr(credentials, "fixed", None) is None
+            else None
+        )
         self.signing = s3.create_default_s3_signing_config(
             region=self.endpoint.region, credential_provider=self._provider
         )
@@ -948,10 +972,30 @@ def _read_all(fd: int, size: int) -> bytes:
     return data
 
 
+# What S3 answers when temporary credentials have run out (or their key is gone).
+_EXPIRED_CODES = frozenset(
+    {"ExpiredToken", "TokenRefreshRequired", "InvalidToken", "InvalidAccessKeyId"}
+)
+
+
+def _refused_credentials(error: BaseException) -> bool:
+    """An answer that fresh credentials may cure. A HEAD's has no body to tell: a 400
+    or 403 to one counts (the source refetches at most once every few seconds)."""
+    status = getattr(error, "status_code", None)
+    if status not in (400, 403):
+        return False
+    body = getattr(error, "body", None)
+    if not body:
+        return True
+    code, _ = error_code(body)
+    return code in _EXPIRED_CODES
+
+
 def _provider(credentials: Any) -> auth.AwsCredentialsProvider:
     """A CRT credentials provider: fixed keys as they are; a source with `get()` asked at
     every signing, so that refreshed credentials are used from the next request on (the
     parts of a long upload included)."""
+    credentials = getattr(credentials, "fixed", None) or credentials
     getter = getattr(credentials, "get", None)
     if getter is None:
         return auth.AwsCredentialsProvider.new_static(
