@@ -141,6 +141,9 @@ class Bench:
         self.servers: list[Server] = []
         self.netems: list[Netem] = []
         self.server_log: ServerLog | None = None
+        # (scenario, peer, workload) → wall seconds of its first sample; see --slow-seconds
+        self.first_wall: dict[tuple[str, str, str], float] = {}
+        self.skipped: list[str] = []
 
     # --- setup and teardown -------------------------------------------------------------------
 
@@ -230,6 +233,13 @@ class Bench:
         """Fresh mount, cold caches, run the workload under a watchdog, unmount."""
         if not self.available[backend]["available"]:
             return
+        first = self.first_wall.get((sc.key, backend, name))
+        if first is not None and first > self.args.slow_seconds:
+            self.skipped.append(
+                f"{sc.key} {backend} {name}: measured once ({first:.0f} s > --slow-seconds "
+                f"{self.args.slow_seconds:g})"
+            )
+            return
         body = mounted_job(name, self.sizes, self.data, f"{backend}{sample['sample']}")
         self.dropped &= drop_caches()
         mnt = self.work / f"mnt-{backend}-{name}-{sample['sample']}"
@@ -285,6 +295,7 @@ class Bench:
             sample["figures"].update(figures)
             sample["usage"][name] = self._usage(mon, wall)
             sample["requests"][name] = self._count(sc, mark)
+            self.first_wall.setdefault((sc.key, backend, name), wall)
             if not mount.alive():
                 sample["errors"].append(f"{name}: the {backend} process died during the test")
         finally:
@@ -407,6 +418,7 @@ class Bench:
             "seeding": self.seeding,
             "options": self.args.options,
             "scenarios": self.scenarios,
+            "skipped": self.skipped,
         }
         bench_report.compute(results)
         return results
@@ -495,6 +507,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0,
         metavar="SECONDS",
         help=f"before each sample, wait up to this long for load average < {QUIET_LOAD}",
+    )
+    p.add_argument(
+        "--slow-seconds",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="a peer whose first sample of a workload took longer is not sampled again "
+        "there (the report says so); keeps a full run near 40 min (default 120)",
     )
     p.add_argument("--commit", metavar="REV", help="benchmark the python backend of this commit")
     p.add_argument("--python-options", default="", metavar="OPTS", help="extra -o for python")

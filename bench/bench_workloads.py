@@ -251,12 +251,17 @@ def fs_create(mnt: Path, prefix: str, sizes: Sizes) -> dict[str, float]:
 HEADS_IN_FLIGHT = 64
 
 
+def direct_part(size: int, minimum: int) -> int:
+    """A part size that splits `size` into ≥ 8 parts in flight, 8 MiB at most."""
+    return max(minimum, min(8 * MiB, size // 8))
+
+
 def direct_read(c: CrtClient, key: str, expect: bytes, prefix: str = "") -> dict[str, float]:
-    """The whole object in parallel 8 MiB ranged GETs; time to first byte as a file open
-    would see it: HEAD, then a GET of the first MiB."""
+    """The whole object in parallel ranged GETs (≤ 8 MiB, ≥ 8 of them); time to first
+    byte as a file open would see it: HEAD, then a GET of the first MiB."""
     buf = bytearray(len(expect))
     t0 = time.perf_counter()
-    c.get_parallel(key, buf).result()
+    c.get_parallel(key, buf, part_size=direct_part(len(buf), MiB)).result()
     seconds = time.perf_counter() - t0
     if buf != expect:
         raise WorkloadError("direct ranged GETs returned other data")
@@ -279,9 +284,10 @@ def direct_random(c: CrtClient, sizes: Sizes, expect: bytes) -> dict[str, float]
 
 
 def direct_write(c: CrtClient, name: str, data: bytes, prefix: str = "") -> dict[str, float]:
-    """A multipart upload, 8 MiB parts, 8 in flight."""
+    """A multipart upload, ≤ 8 MiB parts (≥ 5 MiB, S3's minimum), 8 in flight."""
     t0 = time.perf_counter()
-    c.put_multipart(f"{WRITE_DIR}/{name}", data, part_size=8 * MiB, in_flight=8)
+    part = direct_part(len(data), 5 * MiB)
+    c.put_multipart(f"{WRITE_DIR}/{name}", data, part_size=part, in_flight=8)
     return {f"{prefix}write_mbps": mbps(len(data), time.perf_counter() - t0)}
 
 

@@ -185,7 +185,9 @@ class CrtClient:
             part_size=max(length, 5 * MIB),  # one request: the caller chose the range
         )
 
-    def get_parallel(self, key: str, into: bytearray) -> Future[Answer]:
+    def get_parallel(
+        self, key: str, into: bytearray, part_size: int | None = None
+    ) -> Future[Answer]:
         """The whole object into `into`: the CRT splits it into `part_size` ranged GETs
         and keeps up to `connections` of them in flight."""
         return self.send(
@@ -193,7 +195,7 @@ class CrtClient:
             key,
             kind=s3.S3RequestType.GET_OBJECT,
             into=into,
-            part_size=self.part_size,
+            part_size=part_size or self.part_size,
             max_active_connections_override=self.connections,
         )
 
