@@ -292,10 +292,11 @@ def main(argv: list[str] | None = None) -> int:
         creds = credentials.open_for(
             opts.passwd_file, opts.bucket, opts.chain, opts.iam_role, opts.profile
         )
-        log.info("credentials: %s", creds.describe())
         st = check_mountpoint(opts.mountpoint)
         probe_bucket(opts, creds)
         spool_dir = prepare_spool(opts)
+        # Only once all checks passed: a failure to start stays one line on stderr.
+        log.info("credentials: %s", creds.describe())
     except LauncherError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code

@@ -255,7 +255,9 @@ def _url(value: str) -> str:
         return check_url(value)
     except BadURL as e:
         shown = "(not shown: it holds user:password@)" if "@" in value else value
-        raise UsageError(f"-o url={shown}: {e}, write it as http(s)://HOST[:PORT]") from None
+        raise UsageError(
+            f"-o url={shown}: {e}; write it as http://HOST[:PORT] or https://HOST[:PORT]"
+        ) from None
 
 
 def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> None:
