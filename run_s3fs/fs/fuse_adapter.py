@@ -7,6 +7,7 @@ with an errno; anything else is logged and becomes EIO, so no bug kills the daem
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import logging
@@ -165,8 +166,16 @@ class FuseAdapter(mfusepy.Operations):
         return 0
 
     @operation
-    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        return self.core.read(fi.fh, offset, size)
+    def read(self, path: str, size: int, offset: int, fi: Any) -> Any:
+        data = self.core.read(fi.fh, offset, size)
+        if isinstance(data, memoryview):
+            # mfusepy copies what we return into the kernel's buffer with memmove, which
+            # takes bytes or a ctypes object: a ctypes array over the view costs no copy.
+            try:
+                return (ctypes.c_char * len(data)).from_buffer(data)
+            except TypeError:  # a read-only view
+                return bytes(data)
+        return data
 
     @operation
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:

@@ -403,7 +403,7 @@ class Filesystem:
             self._seen_etags.put(path, etag)
         return fh, keep
 
-    def read(self, fh: int, offset: int, size: int) -> bytes:
+    def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         return self.files.handle(fh).read(offset, size)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:

@@ -84,7 +84,7 @@ class OpenFile:
             if self.spool is None and data:
                 self.reader().seed(data)
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> bytes | memoryview:
         with self.lock:
             if self.spool is not None:
                 return os.pread(self.spool.fileno(), size, offset)

@@ -80,7 +80,7 @@ class Budget:
 class _Block:
     start: int
     end: int
-    data: Future[bytes]
+    data: Future[memoryview]
 
 
 class Reader:
@@ -116,12 +116,14 @@ class Reader:
 
     def _seed(self, data: bytes) -> None:
         if data and not self._blocks:
-            done: Future[bytes] = Future()
-            done.set_result(data)
+            done: Future[memoryview] = Future()
+            done.set_result(memoryview(data))
             self.budget.take(len(data), needed=True)
             self._blocks.append(_Block(0, len(data), done))
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> bytes | memoryview:
+        """The bytes at [offset, offset+size): a view into a block where one holds them
+        all (no copy), else joined."""
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
@@ -168,7 +170,7 @@ class Reader:
         self._trim(offset)
         return blocks
 
-    def _gather(self, blocks: list[_Block], offset: int, end: int) -> bytes:
+    def _gather(self, blocks: list[_Block], offset: int, end: int) -> bytes | memoryview:
         parts = []
         for block in blocks:
             try:
