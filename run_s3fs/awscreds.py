@@ -509,8 +509,13 @@ def fetch_profile(environ: Mapping[str, str], name: str) -> Credentials:
 
     # botocore reads its settings from os.environ (which `environ` is, but in tests).
     del environ
+    # Its failures are reported here, in one line; botocore would log a traceback too.
+    logging.getLogger("botocore.credentials").setLevel(logging.ERROR)
     try:
         session = botocore.session.Session(profile=name)
+        if session.get_config_variable("region") is None:
+            # STS needs a region to sign for; the AWS CLI would refuse, a mount should not.
+            session.set_config_variable("region", "us-east-1")
         creds = create_credential_resolver(session).load_credentials()
         if creds is None:
             raise CredentialError(f"profile {name} holds no credentials", "", EX_CONFIG)

@@ -112,6 +112,9 @@ class MotoIssuer(Issuer):
                 time.time() + self.lifetime,
             )
             self.issued.append(creds)
+            if self.revoke_after <= 0:  # already "expired" when handed out
+                self._revoke(user, creds.access_key)
+                return creds
             timer = threading.Timer(self.revoke_after, self._revoke, (user, creds.access_key))
             timer.daemon = True
             timer.start()
