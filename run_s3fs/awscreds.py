@@ -618,7 +618,12 @@ class RefreshingSource:
         if current is not None and current.expiry is not None and now < current.expiry - 1:
             self._refresh_in_background()
             return current
-        return self._refresh_now(current)
+        try:
+            return self._refresh_now(current)
+        except CredentialError:
+            if current is not None and current.expiry is not None and time.time() < current.expiry:
+                return current  # the last second of their life: still good to sign with
+            raise
 
     def invalidate(self, creds: object) -> bool:
         """S3 refused `creds`; True if other credentials are now in hand (worth a retry)."""
