@@ -373,3 +373,20 @@ def test_a_failed_refresh_keeps_the_current_credentials_until_they_expire(imds, 
     time.sleep(max(0.0, first.expiry - time.time()) + 0.1)
     with pytest.raises(CredentialError, match="no answer from IMDS"):
         source.get()
+
+
+def test_no_credentials_to_be_had_is_an_eio_with_the_reason(imds, s3_server, bucket) -> None:
+    server = imds(Issuer(ACCESS, SECRET, lifetime=1.5))
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": server.url}
+    source = open_source(classify(env, imds=True), env)
+    server.close()
+    time.sleep(1.6)
+    settings = EngineSettings(bucket=bucket, url=s3_server.url, region="us-east-1", path_style=True)
+    engine = open_engine(settings, source)
+    try:
+        with pytest.raises(S3Error) as caught:
+            engine.list_page("", max_keys=1)
+        assert caught.value.errno == errno.EIO
+        assert "no valid credentials" in str(caught.value) and "IMDS" in str(caught.value)
+    finally:
+        engine.close()
