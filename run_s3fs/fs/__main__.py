@@ -250,6 +250,7 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
         fuse_options["allow_other"] = True
     if opts.read_only:
         fuse_options["ro"] = True
+    log.info("credentials: %s", creds.describe())
     log.info(
         "mounting bucket %s%s at %s (stat cache %.0fs, spool %s)",
         opts.bucket,
@@ -295,7 +296,6 @@ def main(argv: list[str] | None = None) -> int:
         creds = credentials.open_for(
             opts.passwd_file, opts.bucket, opts.chain, opts.iam_role, opts.profile
         )
-        log.info("credentials: %s", creds.describe())
         st = check_mountpoint(opts.mountpoint)
         probe_bucket(opts, creds)
         spool_dir = prepare_spool(opts)
