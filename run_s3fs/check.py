@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from run_s3fs import __version__, backends, config, mounts, plan
+from run_s3fs.endpoint import is_aws
 from run_s3fs.errors import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -319,12 +320,10 @@ def _check_backend(
             Item("backend", FAIL, f"{choice}: not available", advice=str(e), exit_code=e.exit_code)
         )
         return None
-    version = backend.version
-    if version is None:
-        try:
-            version = backends.version(backend)
-        except Exception:  # a version is nice to show, never worth failing over
-            version = None
+    try:
+        version = backends.version(backend)
+    except Exception:  # a version is nice to show, never worth failing over
+        version = None
     shown = f"{backend.name} {version or '(version unknown)'} ({backend.executable})"
     if backend.reason:
         shown += f"; auto chose it: {backend.reason}"
@@ -663,7 +662,7 @@ def _client(cfg: config.Config, keys: tuple[str, str, str | None] | None = None)
 
     # Path-style requests exactly when the launch asks s3fs for them (plan.mount_options):
     # use_path_request_style given, or an endpoint that is not AWS.
-    path_style = "use_path_request_style" in cfg.options or not plan.is_aws(cfg.url)
+    path_style = "use_path_request_style" in cfg.options or not is_aws(cfg.url)
     if keys is None:
         assert cfg.access_key is not None and cfg.secret_key is not None
         keys = (cfg.access_key.reveal(), cfg.secret_key.reveal(), None)

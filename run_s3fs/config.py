@@ -12,7 +12,6 @@ say where the bad character is ("contains whitespace at position 5"), never what
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -467,38 +466,20 @@ class _Validator:
         value = self.get("S3FS_URL")
         if value is None:
             return None
-        from urllib.parse import urlsplit
+        from run_s3fs.endpoint import BadURL, check_url
 
         how = "write it as http(s)://host[:port][/path], e.g. https://s3.example.com"
+        # The launcher passes the URL inside one -o list, where a comma or a space splits it.
         if _has_control(value) or any(ch.isspace() for ch in value) or "," in value:
             self.problem("S3FS_URL", f"contains whitespace, a comma or a control character: {how}")
             return None
         try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError:
-            self.problem("S3FS_URL", f"is not a valid URL: {how}")
+            return check_url(value)
+        except BadURL as e:
+            if "@" in value:
+                how = "put keys in S3FS_ACCESSKEY/S3FS_SECRETKEY"  # and never echo user:password
+            self.problem("S3FS_URL", f"{e}: {how}")
             return None
-        if parts.scheme.lower() not in ("http", "https"):
-            self.problem("S3FS_URL", f"must start with http:// or https://: {how}")
-            return None
-        if "@" in parts.netloc:
-            # Don't echo it: user:password@ would be a secret.
-            self.problem(
-                "S3FS_URL",
-                "must not contain user:password@; put keys in S3FS_ACCESSKEY/S3FS_SECRETKEY",
-            )
-            return None
-        if not parts.hostname:
-            self.problem("S3FS_URL", f"has no host name: {how}")
-            return None
-        if port == 0:
-            self.problem("S3FS_URL", f"has port 0: {how}")
-            return None
-        if parts.query or parts.fragment:
-            self.problem("S3FS_URL", f"must not have a ?query or #fragment: {how}")
-            return None
-        return value.rstrip("/")
 
     def region(self) -> str | None:
         value = self.get("S3FS_REGION")
@@ -773,8 +754,3 @@ def load(
 ) -> Config:
     """validate(gather(...)): the one call a launch needs."""
     return validate(gather(flags, environ, env_file, environment_json))
-
-
-def current_environ() -> Mapping[str, str]:
-    """The process environment (a function so tests and callers can see where it is read)."""
-    return os.environ

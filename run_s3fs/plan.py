@@ -20,6 +20,7 @@ from run_s3fs import guard, mounts, passwd
 from run_s3fs.awscreds import CONTAINER, ENVIRONMENT, INSTANCE, Found
 from run_s3fs.backends import Backend
 from run_s3fs.config import Config, Secret
+from run_s3fs.endpoint import is_aws
 from run_s3fs.errors import CantCreateError, UnavailableError
 from run_s3fs.mounts import MountpointState
 
@@ -79,15 +80,6 @@ class Plan:
 
     def command_line(self) -> str:
         return shlex.join(self.argv)
-
-
-def is_aws(url: str | None) -> bool:
-    if url is None:
-        return True
-    from urllib.parse import urlsplit
-
-    host = (urlsplit(url).hostname or "").lower()
-    return host.endswith((".amazonaws.com", ".amazonaws.com.cn")) or host == "amazonaws.com"
 
 
 def check_state(state: MountpointState, allow_nonempty: bool) -> None:

@@ -70,6 +70,7 @@ def engine_settings(opts: Options, probe: bool = False):
     """The engine's settings from the options; a probe's are bounded (one retry, short
     timeouts), so a start against a dead endpoint fails within seconds."""
     from run_s3fs.endpoint import is_aws
+    from run_s3fs.fs import sse
     from run_s3fs.fs.engine import EngineSettings
 
     url = opts.url if opts.url_given else None
@@ -93,6 +94,7 @@ def engine_settings(opts: Options, probe: bool = False):
         singlepart_copy_limit=opts.singlepart_copy_limit,
         max_connections=opts.multireq_max + 2 * opts.parallel_count + opts.max_thread_count,
         verify_tls=opts.verify_tls,
+        **sse.engine_fields(opts, os.environ, is_aws(url), quiet=probe),
     )
 
 

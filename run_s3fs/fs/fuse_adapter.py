@@ -28,18 +28,7 @@ QUIET_ERRNOS = frozenset({errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENO
 
 def stat_of(attr: Attr) -> dict[str, int]:
     """The dict mfusepy's getattr expects (use_ns=True: times in nanoseconds)."""
-    return {
-        "st_mode": attr.mode,
-        "st_size": attr.size,
-        "st_uid": attr.uid,
-        "st_gid": attr.gid,
-        "st_nlink": 2 if attr.is_dir else 1,
-        "st_mtime": attr.mtime_ns,
-        "st_ctime": attr.ctime_ns,
-        "st_atime": attr.atime_ns,
-        "st_blksize": 4096,
-        "st_blocks": (attr.size + 511) // 512,
-    }
+    return attr.to_fuse()
 
 
 def operation(method: Callable) -> Callable:
@@ -105,7 +94,7 @@ class FuseAdapter(mfusepy.Operations):
     # --- attributes -------------------------------------------------------------------
 
     @operation
-    def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
+    def getattr(self, path: str | None, fh: Any = None) -> dict[str, int]:
         return stat_of(self.core.getattr(path, getattr(fh, "fh", 0) if fh is not None else 0))
 
     @operation

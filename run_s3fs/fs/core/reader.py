@@ -9,7 +9,14 @@ the blocks and fetches just its own range (the window starts small again).
 
 The block size follows the link (engine.suggested_part): big enough that a block's
 first-byte wait is a small part of its transfer, so servers with a high cost per
-request get few large GETs, and S3-like links get several 8-16 MiB ones in flight.
+request get few large GETs, and S3-like links get up to eight in flight at once (one
+connection carries only so much: the throughput is the number of GETs in flight). The
+window starts at 2 MiB and doubles, so a short run of reads costs little.
+
+Reads of one file do not wait for each other: the kernel sends its read-ahead of a
+file as several requests at once, and a random reader's next read must not queue
+behind the kernel's read-ahead of its previous one. The plan of what to fetch is made
+under the reader's lock; the wait for the bytes happens outside it.
 
 Every GET is pinned to the ETag the file was opened at (If-Match): a reader never sees
 bytes of two versions; a replaced object fails the read with ESTALE instead.
@@ -37,7 +44,10 @@ SEQUENTIAL_SLACK = 4 * MIB
 KEEP_BEHIND = 4 * MIB
 # Read-ahead starts once a reader has gone this far in sequence: a random read of one
 # MiB arrives as several kernel requests in sequence, and must not fetch ahead.
-STREAK = 2 * MIB
+STREAK = 4 * MIB
+# The kernel reads ahead of a reader by itself (read_ahead_kb, 1 MiB here): a random
+# 1 MiB read reaches us as up to 3 MiB in sequence. STREAK is past that.
+FIRST_WINDOW = 2 * MIB
 
 
 class Budget:
@@ -74,8 +84,7 @@ class _Block:
 
 
 class Reader:
-    """One open file's reads from S3. Not thread-safe: the caller serialises (the open
-    file's lock)."""
+    """One open file's reads from S3. Thread-safe; concurrent reads overlap."""
 
     def __init__(
         self,
@@ -96,11 +105,16 @@ class Reader:
         self._window = 0  # bytes to have requested ahead of the reader
         self._last_end = -1  # where the previous read ended (-1: no read yet)
         self._streak = 0  # bytes read in sequence up to _last_end
+        self._lock = threading.Lock()  # the blocks and the counters; never held waiting
 
     # --- the reader's side ------------------------------------------------------------
 
     def seed(self, data: bytes) -> None:
         """The object's first bytes, fetched with its headers at open."""
+        with self._lock:
+            self._seed(data)
+
+    def _seed(self, data: bytes) -> None:
         if data and not self._blocks:
             done: Future[bytes] = Future()
             done.set_result(data)
@@ -111,6 +125,21 @@ class Reader:
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
+        with self._lock:
+            blocks = self._plan(offset, end)
+        if blocks is None:
+            return self._alone(offset, end)
+        return self._gather(blocks, offset, end)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # --- blocks -----------------------------------------------------------------------
+
+    def _plan(self, offset: int, end: int) -> list[_Block] | None:
+        """The blocks that hold [offset, end), requested now where missing, and the
+        window ahead; None for a straggler to be fetched alone."""
         sequential = self._last_end <= offset <= self._last_end + SEQUENTIAL_SLACK or (
             self._last_end < 0 and offset == 0
         )
@@ -123,7 +152,7 @@ class Reader:
         elif self._blocks and offset < run_start and end > run_start - KEEP_BEHIND:
             # A straggler from behind the run (dropped already): fetch it alone, and
             # leave the run to the reader it belongs to.
-            return self._alone(offset, end)
+            return None
         else:
             self._drop()
             self._window = 0
@@ -132,18 +161,31 @@ class Reader:
         else:
             self._streak = end - offset
         if self._streak >= STREAK:
-            grown = max(2 * self._window, self.engine.suggested_part(self.max_window))
-            self._window = min(self.max_window, grown)
+            self._window = min(self.max_window, max(2 * self._window, FIRST_WINDOW))
         self._extend(offset, end)
-        data = self._collect(offset, end)
+        blocks = [b for b in self._blocks if b.end > offset and b.start < end]
         self._last_end = max(self._last_end, end) if sequential else end
         self._trim(offset)
-        return data
+        return blocks
 
-    def close(self) -> None:
-        self._drop()
+    def _gather(self, blocks: list[_Block], offset: int, end: int) -> bytes:
+        parts = []
+        for block in blocks:
+            try:
+                data = block.data.result()
+            except BaseException:
+                self._forget(block)  # a failed block is not kept: the next read asks anew
+                raise
+            if len(data) < block.end - block.start and block.start + len(data) < end:
+                self._forget(block)  # the object ended early: it changed under us
+                raise OSError(errno.ESTALE, "the object changed while being read")
+            parts.append(data[max(offset - block.start, 0) : end - block.start])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    # --- blocks -----------------------------------------------------------------------
+    def _forget(self, block: _Block) -> None:
+        with self._lock:
+            if block in self._blocks:
+                self._drop()
 
     def _extend(self, offset: int, end: int) -> None:
         """Request blocks up to `end` (needed now) and then up to the window ahead."""
@@ -152,7 +194,7 @@ class Reader:
         while self._blocks[-1].end < end:
             self._blocks.append(self._need(self._blocks[-1].end, end))
         target = min(self.size, end + self._window)
-        part = self.engine.suggested_part(self.max_window)
+        part = self.engine.suggested_part(self._window)
         while self._blocks[-1].end < target:
             start = self._blocks[-1].end
             stop = min(self.size, start + max(part, MIN_BLOCK))
@@ -171,24 +213,6 @@ class Reader:
             return None
         data = self.engine.get_range_async(self.key, start, end - start, self.etag)
         return _Block(start, end, data)
-
-    def _collect(self, offset: int, end: int) -> bytes:
-        parts = []
-        for block in list(self._blocks):
-            if block.end <= offset:
-                continue
-            if block.start >= end:
-                break
-            try:
-                data = block.data.result()
-            except BaseException:
-                self._drop()  # a failed block is not kept: the next read asks anew
-                raise
-            if len(data) < block.end - block.start and block.start + len(data) < end:
-                self._drop()  # the object ended early: it changed under us
-                raise OSError(errno.ESTALE, "the object changed while being read")
-            parts.append(data[max(offset - block.start, 0) : end - block.start])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _alone(self, offset: int, end: int) -> bytes:
         self.budget.take(end - offset, needed=True)

@@ -16,7 +16,9 @@ a parallel multipart upload (aborted if it fails). What it does not do, done her
   - `readwrite_timeout`: a watchdog cancels a request that made no progress for that
     long, and it is retried within the same `retries` budget (the CRT itself gives up
     on a connection that moves nothing for about 30 s);
-  - errors → S3Error with an errno (errors.py); keys and secrets never in a message.
+  - errors → S3Error with an errno (errors.py); keys and secrets never in a message;
+  - SSE-C: the customer key each object needs, tried and remembered (sse.py), sent on
+    every request that reads or writes the object's data, copies included.
 """
 
 from __future__ import annotations
@@ -49,6 +51,7 @@ from run_s3fs.fs.engine.errors import (
     from_response,
     from_transport,
 )
+from run_s3fs.fs.engine.sse import MD5_HEADER, CustomerKey, CustomerKeys
 from run_s3fs.fs.engine.types import ListEntry, Listing, ObjectInfo, Page
 
 log = logging.getLogger("run_s3fs.fs.engine")
@@ -61,6 +64,8 @@ MAX_PARTS = 10_000
 META = "x-amz-meta-"
 _REDIRECT_STATUSES = frozenset({301, 307, 400})
 DEFAULT = s3.S3RequestType.DEFAULT
+_KEY_MEMORY = 100_000  # objects whose SSE-C key is remembered (then forgotten at once)
+Headers = list[tuple[str, str]]
 
 
 def _q(value: str) -> str:
@@ -111,9 +116,14 @@ def _info(key: str, headers: dict[str, str], size: int | None = None) -> ObjectI
 
 class Link:
     """What ranged GETs show of the link to the server: the wait for a first byte and
-    what one connection carries, averaged. A block should be big enough that the wait
-    is a small part of its transfer (4 x the bandwidth-delay product): few big GETs
-    where a request costs much, several 8-16 MiB ones in flight on S3-like links."""
+    what one connection carries, averaged.
+
+    A block should be big enough that the wait is a small part of its transfer (4 x the
+    bandwidth-delay product), and small enough that the window holds as many GETs as it
+    takes to fill the pipe: one when a connection carries GB/s (a local server, where
+    each request may cost much: few large GETs), eight where it carries 80 MB/s (S3)."""
+
+    TARGET = 1.5e9  # bytes/s worth aiming at: about what FUSE streams here
 
     def __init__(self) -> None:
         self.ttfb = 0.02  # seconds: S3's order of magnitude until measured
@@ -127,11 +137,13 @@ class Link:
             self.ttfb += 0.2 * (ttfb - self.ttfb)
             self.rate += 0.2 * (size / transfer - self.rate)
 
-    def part(self, largest: int) -> int:
-        """A block size: a power of two, 1 MiB to half of `largest` (two in flight)."""
+    def part(self, window: int) -> int:
+        """A block size for a read-ahead `window`: a power of two, at least 1 MiB."""
         want = 4 * self.ttfb * self.rate
+        in_flight = min(8, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
+        cap = window // in_flight
         part = MIB
-        while part < want and part * 2 <= largest // 2:
+        while part < want and part * 2 <= cap:
             part *= 2
         return part
 
@@ -354,6 +366,12 @@ class CrtEngine:
             connect_timeout_ms=max(1, int(settings.connect_timeout * 1000)),
         )
         self.link = Link()
+        # SSE-C: the MD5 of the key each object was last seen with ("": none).
+        self._keys: CustomerKeys | None = getattr(settings, "customer_keys", None)
+        self._key_of: dict[str, str] = {}
+        self._sse_configured = any(
+            name.lower() == "x-amz-server-side-encryption" for name, _ in settings.write_headers
+        )
         self._region_lock = threading.Lock()
         self._active: dict[int, _Exchange] = {}
         self._active_lock = threading.Lock()
@@ -379,9 +397,9 @@ class CrtEngine:
             )
             return True
 
-    def suggested_part(self, largest: int) -> int:
-        """The size of a ranged GET for reading ahead on this link (see Link)."""
-        return self.link.part(largest)
+    def suggested_part(self, window: int) -> int:
+        """The size of a ranged GET for a read-ahead window on this link (see Link)."""
+        return self.link.part(window)
 
     def watch(self, exchange: _Exchange) -> None:
         with self._active_lock:
@@ -401,6 +419,71 @@ class CrtEngine:
                 exchange.timed_out = True
                 if exchange.request is not None:
                     exchange.request.cancel()
+
+    def _learn(self, key: str, md5: str) -> None:
+        if self._keys is None:
+            return
+        if len(self._key_of) >= _KEY_MEMORY:
+            self._key_of.clear()
+        self._key_of[key] = md5
+
+    def _with_key(self, key: str, send: Callable[[Headers], Future[Answer]]) -> Future[Answer]:
+        """`send(extra headers)` for a read of `key`, with the SSE-C key it needs: the one
+        it took before, else each in turn (S3 answers 400 or 403 to a wrong guess). When
+        every guess fails the error is a 403 if there was one (a key this mount lacks)."""
+        keys = self._keys
+        if keys is None:
+            return send([])
+        order = keys.read_order(self._key_of.get(key))
+        out: Future[Answer] = Future()
+        errors: list[BaseException] = []
+
+        def attempt(i: int) -> None:
+            md5 = order[i]
+            send(keys.headers_for(md5)).add_done_callback(lambda f: done(f, i, md5))
+
+        def done(f: Future[Answer], i: int, md5: str) -> None:
+            error = f.exception()
+            if error is None:
+                answer = f.result()
+                self._learn(key, answer.headers.get(MD5_HEADER, md5))
+                out.set_result(answer)
+                return
+            errors.append(error)
+            if getattr(error, "status", None) not in (400, 403):
+                out.set_exception(error)
+            elif i + 1 < len(order):
+                attempt(i + 1)
+            else:
+                denied = [e for e in errors if getattr(e, "status", None) == 403]
+                out.set_exception(denied[0] if denied else errors[0])
+
+        attempt(0)
+        return out
+
+    def _source_key(self, src: str) -> str:
+        """The MD5 of the SSE-C key `src` is stored with ("": none), by a HEAD if unknown."""
+        if self._keys is None:
+            return ""
+        if src not in self._key_of:
+            self.head(src)
+        return self._key_of.get(src, "")
+
+    def _copy_key(self, src_md5: str) -> CustomerKey | None:
+        """The SSE-C key a copy is written with: the mount's if it encrypts with one;
+        else, where no other encryption is asked for, the source's (a rename or chmod of
+        an SSE-C object keeps it encrypted); else none."""
+        keys = self._keys
+        if keys is None:
+            return None
+        if keys.encrypt:
+            return keys.write_key
+        if src_md5 and not self._sse_configured:
+            return keys.by_md5(src_md5)
+        return None
+
+    def _write_key(self) -> CustomerKey | None:
+        return self._keys.write_key if self._keys is not None else None
 
     def _send(
         self,
@@ -447,7 +530,9 @@ class CrtEngine:
 
     def head_async(self, key: str) -> Future[ObjectInfo | None]:
         out: Future[ObjectInfo | None] = Future()
-        inner = self._send(f"HEAD {key}", "HEAD", key, op="HeadObject")
+        inner = self._with_key(
+            key, lambda sse: self._send(f"HEAD {key}", "HEAD", key, headers=sse, op="HeadObject")
+        )
 
         def done(f: Future[Answer]) -> None:
             try:
@@ -464,20 +549,24 @@ class CrtEngine:
     def head(self, key: str) -> ObjectInfo | None:
         return self.head_async(key).result()
 
-    def _get(self, key: str, start: int, length: int, etag: str, headers: list) -> Future[Answer]:
-        extra = [("range", f"bytes={start}-{start + length - 1}"), *headers]
+    def _get(self, key: str, start: int, length: int, etag: str) -> Future[Answer]:
+        extra = [("range", f"bytes={start}-{start + length - 1}")]
         if etag:
             extra.append(("if-match", etag))
-        return self._send(
-            f"GET {key} [{start}+{length}]",
-            "GET",
+        into = bytearray(length)
+        return self._with_key(
             key,
-            headers=extra,
-            kind=s3.S3RequestType.GET_OBJECT,
-            into=bytearray(length),
-            # One part: our read-ahead decides how ranges are split and run in parallel.
-            base=start,
-            part_size=max(length, MIN_PART),
+            lambda sse: self._send(
+                f"GET {key} [{start}+{length}]",
+                "GET",
+                key,
+                headers=[*extra, *sse],
+                kind=s3.S3RequestType.GET_OBJECT,
+                into=into,
+                # One part: our read-ahead decides how ranges are split and run in parallel.
+                base=start,
+                part_size=max(length, MIN_PART),
+            ),
         )
 
     def get_range_async(self, key: str, start: int, length: int, etag: str = "") -> Future[bytes]:
@@ -487,7 +576,7 @@ class CrtEngine:
         if length <= 0:
             out.set_result(b"")
             return out
-        inner = self._get(key, start, length, etag, [])
+        inner = self._get(key, start, length, etag)
 
         def done(f: Future[Answer]) -> None:
             try:
@@ -511,7 +600,7 @@ class CrtEngine:
     def get_start(self, key: str, length: int) -> tuple[ObjectInfo, bytes] | None:
         """The object's headers and its first `length` bytes in one request, or None."""
         try:
-            answer = self._get(key, 0, length, "", []).result()
+            answer = self._get(key, 0, length, "").result()
         except S3Error as e:
             if e.status == 416:  # an empty object has no byte 0
                 info = self.head(key)
@@ -530,33 +619,43 @@ class CrtEngine:
         if size <= 0:
             return
         headers = [("if-match", etag)] if etag else []
-        self._send(
-            f"GET {key}",
-            "GET",
+        self._with_key(
             key,
-            headers=headers,
-            kind=s3.S3RequestType.GET_OBJECT,
-            recv_filepath=f"/proc/self/fd/{fd}",
-            part_size=self.settings.part_size,
-            max_active_connections_override=self.settings.parallel_count,
+            lambda sse: self._send(
+                f"GET {key}",
+                "GET",
+                key,
+                headers=[*headers, *sse],
+                kind=s3.S3RequestType.GET_OBJECT,
+                recv_filepath=f"/proc/self/fd/{fd}",
+                part_size=self.settings.part_size,
+                max_active_connections_override=self.settings.parallel_count,
+            ),
         ).result()
 
-    def _object_headers(self, metadata: dict[str, str], ctype: str) -> list[tuple[str, str]]:
+    def _object_headers(
+        self, metadata: dict[str, str], ctype: str, sse_c: CustomerKey | None
+    ) -> Headers:
+        """What a new object is written with: type, metadata, the mount's SSE and storage
+        class (sent again on every copy: S3 carries neither over a copy), its SSE-C key."""
         return [
             ("content-type", ctype),
             *((META + k, v) for k, v in metadata.items()),
             *self.settings.write_headers,
+            *(sse_c.headers() if sse_c else ()),
         ]
 
     def put(self, key: str, body: bytes, metadata: dict[str, str], ctype: str) -> str:
+        sse_c = self._write_key()
         answer = self._send(
             f"PUT {key}",
             "PUT",
             key,
-            headers=self._object_headers(metadata, ctype),
+            headers=self._object_headers(metadata, ctype, sse_c),
             payload=bytes(body),
             op="PutObject",
         ).result()
+        self._learn(key, sse_c.md5 if sse_c else "")
         return answer.headers.get("etag", "")
 
     def upload_file(
@@ -570,6 +669,8 @@ class CrtEngine:
             if size < self.settings.multipart_threshold:
                 return self.put(key, _read_all(fd, size), metadata, ctype)
             part = max(self.settings.part_size, -(-size // MAX_PARTS), MIN_PART)
+            sse_c = self._write_key()
+            part_headers = sse_c.headers() if sse_c else []
 
             def part_request(upload_id: str, n: int, start: int) -> Future[str]:
                 # Read here, in the caller's thread (pread drops the GIL), never in a
@@ -583,6 +684,7 @@ class CrtEngine:
                         "PUT",
                         key,
                         query=f"partNumber={n}&uploadId={_q(upload_id)}",
+                        headers=part_headers,
                         payload=data,
                         op="UploadPart",
                     ),
@@ -590,7 +692,7 @@ class CrtEngine:
                 )
 
             return self._multipart(
-                f"multipart upload of {key}", key, metadata, ctype, size, part, part_request
+                f"multipart upload of {key}", key, metadata, ctype, size, part, part_request, sse_c
             )
         finally:
             os.close(fd)
@@ -608,19 +710,24 @@ class CrtEngine:
         `singlepart_copy_limit` (S3's limit: 5 GiB) are copied in parts."""
         if size > self.settings.singlepart_copy_limit:
             return self._multipart_copy(src, dst, size, metadata, ctype)
+        src_md5 = self._source_key(src)
+        sse_c = self._copy_key(src_md5)
         headers = [("x-amz-copy-source", self._copy_source(src))]
+        if self._keys is not None:
+            headers += self._keys.headers_for(src_md5, copy_source=True)
         if metadata is not None:
             if ctype is None:
                 ctype = self._content_type(src)
             headers += [
                 ("x-amz-metadata-directive", "REPLACE"),
-                *self._object_headers(metadata, ctype),
+                *self._object_headers(metadata, ctype, sse_c),
             ]
         else:
-            headers += list(self.settings.write_headers)
+            headers += [*self.settings.write_headers, *(sse_c.headers() if sse_c else ())]
         answer = self._send(
             f"COPY {src} → {dst}", "PUT", dst, headers=headers, op="CopyObject"
         ).result()
+        self._learn(dst, sse_c.md5 if sse_c else "")
         return xml.find(bytes(answer.body), "ETag") if answer.body else ""
 
     def _copy_source(self, key: str) -> str:
@@ -646,6 +753,12 @@ class CrtEngine:
         part = max(self.settings.part_size, 512 * MIB, -(-size // MAX_PARTS))
         source = self._copy_source(src)
         what = f"multipart copy of {src} to {dst}"
+        src_md5 = self._source_key(src)
+        sse_c = self._copy_key(src_md5)
+        sse_headers = [
+            *(self._keys.headers_for(src_md5, copy_source=True) if self._keys else ()),
+            *(sse_c.headers() if sse_c else ()),
+        ]
 
         def part_request(upload_id: str, n: int, start: int) -> Future[str]:
             end = min(start + part, size) - 1
@@ -658,13 +771,14 @@ class CrtEngine:
                     headers=[
                         ("x-amz-copy-source", source),
                         ("x-amz-copy-source-range", f"bytes={start}-{end}"),
+                        *sse_headers,
                     ],
                     op="UploadPartCopy",
                 ),
                 lambda a: xml.find(bytes(a.body), "ETag"),
             )
 
-        return self._multipart(what, dst, metadata, ctype, size, part, part_request)
+        return self._multipart(what, dst, metadata, ctype, size, part, part_request, sse_c)
 
     def _multipart(
         self,
@@ -675,16 +789,18 @@ class CrtEngine:
         size: int,
         part: int,
         part_request: Callable[[str, int, int], Future[str]],
+        sse_c: CustomerKey | None,
     ) -> str:
         """A multipart upload of `key` whose parts `part_request(upload_id, number,
         start)` makes, `parallel_count` in flight. On any failure it is aborted, once
-        every part started has finished (a part landing after the abort would stay)."""
+        every part started has finished (a part landing after the abort would stay).
+        `sse_c`: the SSE-C key it is written with (its parts must carry it too)."""
         created = self._send(
             f"{what}: create",
             "POST",
             key,
             query="uploads",
-            headers=self._object_headers(metadata, ctype),
+            headers=self._object_headers(metadata, ctype, sse_c),
             op="CreateMultipartUpload",
         ).result()
         upload_id = xml.find(bytes(created.body), "UploadId")
@@ -710,9 +826,11 @@ class CrtEngine:
                 "POST",
                 key,
                 query=f"uploadId={_q(upload_id)}",
+                headers=sse_c.headers() if sse_c else [],
                 payload=xml.complete_multipart(list(enumerate(etags, 1))),
                 op="CompleteMultipartUpload",
             ).result()
+            self._learn(key, sse_c.md5 if sse_c else "")
             return xml.find(bytes(done.body), "ETag")
         except BaseException:
             for f in futures:
@@ -733,6 +851,7 @@ class CrtEngine:
             log.error("could not abort multipart upload of %s (parts may remain): %s", key, e)
 
     def delete(self, key: str) -> None:
+        self._key_of.pop(key, None)
         try:
             self._send(f"DELETE {key}", "DELETE", key, op="DeleteObject").result()
         except S3Error as e:
@@ -743,6 +862,8 @@ class CrtEngine:
         """Batched DeleteObjects (1000 a request); any key that fails raises."""
         for i in range(0, len(keys), 1000):
             batch = keys[i : i + 1000]
+            for key in batch:
+                self._key_of.pop(key, None)
             body = xml.delete_objects(batch)
             md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
             answer = self._send(
