@@ -509,8 +509,13 @@ def fetch_profile(environ: Mapping[str, str], name: str) -> Credentials:
 
     # botocore reads its settings from os.environ (which `environ` is, but in tests).
     del environ
+    # Its failures are reported here, in one line; botocore would log a traceback too.
+    logging.getLogger("botocore.credentials").setLevel(logging.ERROR)
     try:
         session = botocore.session.Session(profile=name)
+        if session.get_config_variable("region") is None:
+            # STS needs a region to sign for; the AWS CLI would refuse, a mount should not.
+            session.set_config_variable("region", "us-east-1")
         creds = create_credential_resolver(session).load_credentials()
         if creds is None:
             raise CredentialError(f"profile {name} holds no credentials", "", EX_CONFIG)
@@ -613,7 +618,12 @@ class RefreshingSource:
         if current is not None and current.expiry is not None and now < current.expiry - 1:
             self._refresh_in_background()
             return current
-        return self._refresh_now(current)
+        try:
+            return self._refresh_now(current)
+        except CredentialError:
+            if current is not None and current.expiry is not None and time.time() < current.expiry:
+                return current  # the last second of their life: still good to sign with
+            raise
 
     def invalidate(self, creds: object) -> bool:
         """S3 refused `creds`; True if other credentials are now in hand (worth a retry)."""

@@ -112,6 +112,9 @@ class MotoIssuer(Issuer):
                 time.time() + self.lifetime,
             )
             self.issued.append(creds)
+            if self.revoke_after <= 0:  # already "expired" when handed out
+                self._revoke(user, creds.access_key)
+                return creds
             timer = threading.Timer(self.revoke_after, self._revoke, (user, creds.access_key))
             timer.daemon = True
             timer.start()
@@ -234,6 +237,7 @@ class ImdsServer(_Service):
     role: str = "app-role"
     v1_only: bool = False
     require_token: bool = True
+    delay: float = 0.0  # seconds before each credentials answer (a slow service)
     tokens: set[str] = field(default_factory=set)
 
     def _is_credentials(self, request: str) -> bool:
@@ -291,6 +295,7 @@ def start_imds(issuer: Issuer, **kwargs: Any) -> ImdsServer:
             if self.path == base:
                 self._send(200, service.role.encode())
             elif self.path == base + service.role:
+                time.sleep(service.delay)
                 doc = service.issuer.issue().document()
                 self._send(200, json.dumps(doc).encode(), "application/json")
             else:

@@ -1,5 +1,10 @@
 """`python -m run_s3fs.fs BUCKET[:/prefix] MOUNTPOINT -f -o opt,opt=val …` (s3fs's shape).
 
+Credentials: -o passwd_file=FILE, the AWS_* environment keys or ~/.passwd-s3fs (fixed
+keys); or temporary ones, refreshed ahead of expiry: -o iam_role[=NAME|auto] (the EC2
+instance profile), -o ecs (container credentials), -o profile=NAME (the AWS shared
+files), -o credentials=aws (the whole AWS credential chain).
+
 Checks everything it can before mounting (options, credentials, the bucket, the
 mountpoint) and exits non-zero with one line if something is wrong; then serves the
 mount in the foreground until SIGTERM/SIGINT or an unmount, uploads whatever is still
@@ -247,6 +252,7 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
         fuse_options["allow_other"] = True
     if opts.read_only:
         fuse_options["ro"] = True
+    log.info("credentials: %s", creds.describe())
     log.info(
         "mounting bucket %s%s at %s (stat cache %.0fs, spool %s)",
         opts.bucket,

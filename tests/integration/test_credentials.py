@@ -223,7 +223,7 @@ def test_profile_not_found(tmp_path) -> None:
 
 
 def test_refreshed_ahead_of_expiry_without_waiting(imds) -> None:
-    server = imds(Issuer(ACCESS, SECRET, lifetime=4))
+    server = imds(Issuer(ACCESS, SECRET, lifetime=4), delay=0.4)  # a slow IMDS
     env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": server.url}
     source = open_source(classify(env, imds=True), env)
     tokens, slowest = set(), 0.0
@@ -236,8 +236,9 @@ def test_refreshed_ahead_of_expiry_without_waiting(imds) -> None:
         tokens.add(creds.session_token)
         time.sleep(0.01)
     # 4 s credentials, refreshed at half-life: at least 3 in 7 s, fetched in the background
+    # (a fetch takes 0.4 s: no get() waited for one)
     assert server.credential_fetches() >= 3 and len(tokens) >= 3
-    assert slowest < 0.05
+    assert slowest < 0.2
 
 
 def test_invalidate_fetches_new_ones_once(imds) -> None:
@@ -351,5 +352,41 @@ def test_a_wrong_session_token_is_refused(authmoto) -> None:
         with pytest.raises(S3Error) as caught:
             engine.list_page("", max_keys=1)
         assert caught.value.errno == errno.EACCES and caught.value.code == "InvalidToken"
+    finally:
+        engine.close()
+
+
+def test_a_failed_refresh_keeps_the_current_credentials_until_they_expire(imds, caplog) -> None:
+    """IMDS goes away after the first fetch: get() goes on handing out the credentials it
+    has (they are still valid), warns, and tries again later; only once they have expired
+    does it raise."""
+    server = imds(Issuer(ACCESS, SECRET, lifetime=3))
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": server.url}
+    source = open_source(classify(env, imds=True), env)
+    first = source.get()
+    server.close()
+    deadline = first.expiry - 0.5
+    while time.time() < deadline:
+        assert source.get() is first
+        time.sleep(0.05)
+    assert "refreshing the credentials failed" in caplog.text
+    time.sleep(max(0.0, first.expiry - time.time()) + 0.1)
+    with pytest.raises(CredentialError, match="no answer from IMDS"):
+        source.get()
+
+
+def test_no_credentials_to_be_had_is_an_eio_with_the_reason(imds, s3_server, bucket) -> None:
+    server = imds(Issuer(ACCESS, SECRET, lifetime=1.5))
+    env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": server.url}
+    source = open_source(classify(env, imds=True), env)
+    server.close()
+    time.sleep(1.6)
+    settings = EngineSettings(bucket=bucket, url=s3_server.url, region="us-east-1", path_style=True)
+    engine = open_engine(settings, source)
+    try:
+        with pytest.raises(S3Error) as caught:
+            engine.list_page("", max_keys=1)
+        assert caught.value.errno == errno.EIO
+        assert "no valid credentials" in str(caught.value) and "IMDS" in str(caught.value)
     finally:
         engine.close()

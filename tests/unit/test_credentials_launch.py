@@ -286,3 +286,10 @@ def test_cli_refuses_s3fs_for_web_identity_with_78(sandbox: Path) -> None:
     done = run_cli(sandbox, env, "--dry-run")
     assert done.returncode == 78
     assert "S3FS_BACKEND=s3fs cannot mount with web identity" in done.stderr
+
+
+def test_help_names_both_ways(sandbox: Path) -> None:
+    done = run_cli(sandbox, env_for(sandbox), "--help")
+    assert done.returncode == 0
+    text = " ".join(done.stdout.split())
+    assert "S3FS_CREDENTIALS=aws" in text and "S3FS_ACCESSKEY" in text

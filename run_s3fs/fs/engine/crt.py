@@ -218,7 +218,13 @@ class _Exchange:
         self.first_byte = 0.0
         engine = self.engine
         source = engine.credentials_source
-        self.signed_with = source.get() if source is not None else None
+        try:
+            self.signed_with = source.get() if source is not None else None
+        except Exception as e:  # expired, and no new ones to be had (the source said why)
+            self.future.set_exception(
+                S3Error(errno.EIO, f"{self.what}: no valid credentials: {e}", "NoCredentials")
+            )
+            return
         endpoint = engine.endpoint
         headers = http.HttpHeaders([("host", endpoint.host), *self.headers])
         stream = None
