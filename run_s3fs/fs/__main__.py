@@ -301,8 +301,6 @@ def main(argv: list[str] | None = None) -> int:
         st = check_mountpoint(opts.mountpoint)
         probe_bucket(opts, creds)
         spool_dir = prepare_spool(opts)
-        # Only once all checks passed: a failure to start stays one line on stderr.
-        log.info("credentials: %s", creds.describe())
     except LauncherError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
