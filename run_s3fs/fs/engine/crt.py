@@ -29,6 +29,7 @@ import hashlib
 import io
 import logging
 import math
+import mmap
 import os
 import threading
 import time
@@ -164,6 +165,7 @@ class _Exchange:
         "into",
         "kind",
         "method",
+        "observe",
         "op",
         "options",
         "path_of",
@@ -191,6 +193,7 @@ class _Exchange:
         into: bytearray | None,
         base: int,
         options: dict[str, Any],
+        observe: int = 0,
     ) -> None:
         self.engine = engine
         self.base = base
@@ -203,6 +206,8 @@ class _Exchange:
         self.op = op
         self.into = into
         self.options = options
+        # A body this big tells the link's first-byte wait and rate (Link.observe).
+        self.observe = observe or (len(into) if into is not None else 0)
         self.future: Future[Answer] = Future()
         self.attempts = 0
         self.creds_retried = False
@@ -239,7 +244,9 @@ class _Exchange:
                 request=request,
                 signing_config=engine.signing,
                 on_headers=self._on_headers,
-                on_body=self._on_body if self.kind != s3.S3RequestType.PUT_OBJECT else None,
+                on_body=None
+                if self.kind == s3.S3RequestType.PUT_OBJECT or "recv_filepath" in self.options
+                else self._on_body,
                 on_progress=self._on_progress,
                 **self.options,
             )
@@ -272,10 +279,10 @@ class _Exchange:
         self.request = None
         error = crt_future.exception()
         if error is None:
-            if self.into is not None and self.first_byte:
+            if self.observe and self.first_byte:
                 now = time.monotonic()
                 self.engine.link.observe(
-                    self.first_byte - self.sent, now - self.first_byte, len(self.into)
+                    self.first_byte - self.sent, now - self.first_byte, self.observe
                 )
             self.future.set_result(Answer(self.status, self.response_headers, self.body))
             return
@@ -497,6 +504,7 @@ class CrtEngine:
         op: str | None = None,
         into: bytearray | None = None,
         base: int = 0,
+        observe: int = 0,
         **options: Any,
     ) -> Future[Answer]:
         """Start one exchange; its future holds the Answer or raises S3Error. `key` None
@@ -509,7 +517,18 @@ class CrtEngine:
 
         all_headers = [*self.settings.request_headers, *(headers or ())]
         exchange = _Exchange(
-            self, what, method, path_of, all_headers, payload, kind, op, into, base, options
+            self,
+            what,
+            method,
+            path_of,
+            all_headers,
+            payload,
+            kind,
+            op,
+            into,
+            base,
+            options,
+            observe,
         )
         exchange.start()
         return exchange.future
@@ -572,27 +591,53 @@ class CrtEngine:
     def get_range_async(
         self, key: str, start: int, length: int, etag: str = ""
     ) -> Future[memoryview]:
-        """Bytes [start, start+length) (fewer at the end of the object; none past it), as
-        a view of the buffer they arrived in: a block of read-ahead is megabytes, and
-        copying it whole under the GIL cost more than the rest of the read path.
-        With `etag`, of that version only: ESTALE if it was replaced (no mixed reads)."""
+        """Bytes [start, start+length) (fewer at the end of the object; none past it),
+        as a view of memory the CRT wrote them into itself. A block of read-ahead is
+        megabytes: taking it chunk by chunk in Python, under the GIL, cost more CPU than
+        the rest of the read path. So the body goes to a memory-backed file (memfd) that
+        is then mapped. With `etag`, of that version only: ESTALE if it was replaced."""
         out: Future[memoryview] = Future()
         if length <= 0:
             out.set_result(memoryview(b""))
             return out
-        inner = self._get(key, start, length, etag)
+        fd = os.memfd_create("run-s3fs-read", os.MFD_CLOEXEC)
+        extra = [("range", f"bytes={start}-{start + length - 1}")]
+        if etag:
+            extra.append(("if-match", etag))
+        try:
+            inner = self._with_key(
+                key,
+                lambda sse: self._send(
+                    f"GET {key} [{start}+{length}]",
+                    "GET",
+                    key,
+                    headers=[*extra, *sse],
+                    kind=s3.S3RequestType.GET_OBJECT,
+                    observe=length,
+                    recv_filepath=f"/proc/self/fd/{fd}",
+                    # One part: our read-ahead decides how ranges are split and run.
+                    part_size=max(length, MIN_PART),
+                ),
+            )
+        except BaseException:
+            os.close(fd)
+            raise
 
         def done(f: Future[Answer]) -> None:
             try:
-                answer = f.result()
+                f.result()
+                got = min(os.fstat(fd).st_size, length)
+                view = memoryview(mmap.mmap(fd, got)) if got else memoryview(b"")
+                out.set_result(view)
             except S3Error as e:
                 if e.status == 416:  # at or past the end: an empty read, as for a local file
                     out.set_result(memoryview(b""))
                 else:
                     out.set_exception(e)
-                return
-            got = _content_length(answer, length)
-            out.set_result(memoryview(answer.body)[:got])
+            except OSError as e:  # no memory to map
+                out.set_exception(S3Error(errno.EIO, f"GET {key}: {e}"))
+            finally:
+                os.close(fd)  # the mapping keeps the memory
 
         inner.add_done_callback(done)
         return out
