@@ -100,9 +100,10 @@ def test_random_reads_fetch_what_they_ask_for(env):
     finally:
         os.close(fd)
     assert got == [BIG[off : off + MIB] for off in offsets]
-    # One GET per read (two where the kernel splits one at a page boundary); nothing
-    # fetched ahead of a reader that jumps around.
-    assert count <= 2 * len(offsets) + 1, "\n".join(proxy.seen)
+    # A few GETs per read (in parallel where the link is slow per connection, one more
+    # where the kernel splits one at a page boundary); nothing fetched ahead of a
+    # reader that jumps around (the next test counts the bytes).
+    assert count <= 5 * len(offsets) + 1, "\n".join(proxy.seen)
 
 
 def test_random_reads_fetch_little_more_than_they_read(env):

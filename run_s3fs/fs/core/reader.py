@@ -48,6 +48,9 @@ STREAK = 4 * MIB
 # The kernel reads ahead of a reader by itself (read_ahead_kb, 1 MiB here): a random
 # 1 MiB read reaches us as up to 3 MiB in sequence. STREAK is past that.
 FIRST_WINDOW = 2 * MIB
+# After a read that starts a run, the kernel reads this much past it by itself
+# (read_ahead_kb 1 MiB: two more 1 MiB requests once the first is answered).
+KERNEL_AHEAD = 1 * MIB
 
 
 class Budget:
@@ -76,11 +79,12 @@ class Budget:
             return self._used
 
 
-@dataclass
+@dataclass(eq=False)
 class _Block:
     start: int
     end: int
     data: Future[memoryview]
+    used: bool = False  # a read asked for it
 
 
 class Reader:
@@ -106,6 +110,10 @@ class Reader:
         self._last_end = -1  # where the previous read ended (-1: no read yet)
         self._streak = 0  # bytes read in sequence up to _last_end
         self._lock = threading.Lock()  # the blocks and the counters; never held waiting
+        # Whether the kernel reads past this file's random reads (it does, unless the
+        # reader said POSIX_FADV_RANDOM): until one such block goes unread.
+        self._follow = True
+        self._followed: _Block | None = None
 
     # --- the reader's side ------------------------------------------------------------
 
@@ -156,6 +164,8 @@ class Reader:
             # leave the run to the reader it belongs to.
             return None
         else:
+            if self._followed is not None and not self._followed.used:
+                self._follow = False  # nobody read what the last random read followed
             self._drop()
             self._window = 0
         if sequential:
@@ -164,8 +174,10 @@ class Reader:
             self._streak = end - offset
         if self._streak >= STREAK:
             self._window = min(self.max_window, max(2 * self._window, FIRST_WINDOW))
-        self._extend(offset, end)
+        self._extend(offset, end, split=not sequential)
         blocks = [b for b in self._blocks if b.end > offset and b.start < end]
+        for b in blocks:
+            b.used = True
         self._last_end = max(self._last_end, end) if sequential else end
         self._trim(offset)
         return blocks
@@ -189,14 +201,21 @@ class Reader:
             if block in self._blocks:
                 self._drop()
 
-    def _extend(self, offset: int, end: int) -> None:
+    def _extend(self, offset: int, end: int, split: bool) -> None:
         """Request blocks up to `end` (needed now) and then up to the window ahead."""
         if not self._blocks:
-            self._blocks.append(self._need(offset, end))
-        while self._blocks[-1].end < end:
-            self._blocks.append(self._need(self._blocks[-1].end, end))
-        target = min(self.size, end + self._window)
-        part = self.engine.suggested_part(self._window)
+            self._need(offset, end, split)
+        if self._blocks[-1].end < end:
+            self._need(self._blocks[-1].end, end, split)
+        if split:
+            # What the kernel's own read-ahead asks for next: fetched along with the read,
+            # not one round trip after it (an unaligned read needs its first page too).
+            target = min(self.size, end + KERNEL_AHEAD) if self._follow else end
+            part = max(end - offset, MIN_BLOCK)
+            self._followed = None
+        else:
+            target = min(self.size, end + self._window)
+            part = self.engine.suggested_part(self._window)
         while self._blocks[-1].end < target:
             start = self._blocks[-1].end
             stop = min(self.size, start + max(part, MIN_BLOCK))
@@ -204,11 +223,19 @@ class Reader:
             if block is None:
                 break  # the mount's read-ahead memory is in use: only what is asked
             self._blocks.append(block)
+            if split:
+                self._followed = block
 
-    def _need(self, start: int, end: int) -> _Block:
-        block = self._fetch(start, end, needed=True)
-        assert block is not None  # what a read needs is always granted
-        return block
+    def _need(self, start: int, end: int, split: bool) -> None:
+        """Blocks for [start, end), which a reader waits for. A read that starts a run
+        (a random one) comes in a few parallel GETs where the link carries a GET's bytes
+        slower than it answers (S3); one in sequence is soon served by the window."""
+        n = self.engine.suggested_pieces(end - start) if split else 1
+        step = -(-(end - start) // n)
+        for piece in range(start, end, step):
+            block = self._fetch(piece, min(piece + step, end), needed=True)
+            assert block is not None  # what a read needs is always granted
+            self._blocks.append(block)
 
     def _fetch(self, start: int, end: int, needed: bool) -> _Block | None:
         if not self.budget.take(end - start, needed):

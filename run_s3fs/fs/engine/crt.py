@@ -33,6 +33,7 @@ import mmap
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from email.utils import parsedate_to_datetime
@@ -117,7 +118,12 @@ def _info(key: str, headers: dict[str, str], size: int | None = None) -> ObjectI
 
 class Link:
     """What ranged GETs show of the link to the server: the wait for a first byte and
-    what one connection carries, averaged.
+    what one connection carries.
+
+    The CRT hands over a GET's headers and body only once the whole part has arrived,
+    so neither can be timed directly: both come from a least-squares line through the
+    recent GETs' (size, seconds) pairs, whose slope is 1/rate and intercept the wait.
+    Reads make GETs of many sizes (a kernel read, blocks of a growing window).
 
     A block should be big enough that the wait is a small part of its transfer (4 x the
     bandwidth-delay product), and small enough that the window holds as many GETs as it
@@ -125,23 +131,61 @@ class Link:
     each request may cost much: few large GETs), eight where it carries 80 MB/s (S3)."""
 
     TARGET = 1.5e9  # bytes/s worth aiming at: about what FUSE streams here
+    SAMPLES = 32
+    # A wait for the first byte longer than this is a server building each answer (moto
+    # copies the whole object for every ranged GET), not a network: more GETs in flight
+    # would only add to its work, so few large ones.
+    BUSY_SERVER = 0.1
+    # The least a block of a grown window is (mountpoint-s3's part size): a quick
+    # server does not need larger ones, but many small GETs cost CPU at both ends.
+    PART = 8 * MIB
 
     def __init__(self) -> None:
         self.ttfb = 0.02  # seconds: S3's order of magnitude until measured
         self.rate = 80e6  # bytes/s per connection
+        self._seen: deque[tuple[int, float]] = deque(maxlen=self.SAMPLES)
         self._lock = threading.Lock()
 
-    def observe(self, ttfb: float, transfer: float, size: int) -> None:
-        if size < 256 * 1024 or transfer <= 0 or ttfb < 0:
+    def observe(self, seconds: float, size: int) -> None:
+        if size < 64 * 1024 or seconds <= 0:
             return
         with self._lock:
-            self.ttfb += 0.2 * (ttfb - self.ttfb)
-            self.rate += 0.2 * (size / transfer - self.rate)
+            self._seen.append((size, seconds))
+            self._fit()
+
+    def _fit(self) -> None:
+        n = len(self._seen)
+        if n < 4:
+            return
+        mean_s = sum(s for s, _ in self._seen) / n
+        mean_t = sum(t for _, t in self._seen) / n
+        var = sum((s - mean_s) ** 2 for s, _ in self._seen)
+        if var < (0.25 * mean_s) ** 2 * n:
+            # All about one size: keep the wait, and credit the rest of the time to the
+            # transfer.
+            spent = max(mean_t - self.ttfb, mean_t / 10)
+            self.rate = mean_s / spent
+            return
+        slope = sum((s - mean_s) * (t - mean_t) for s, t in self._seen) / var
+        if slope <= 0:
+            return  # noise (queueing) hides the transfer: keep what we had
+        self.rate = 1 / slope
+        self.ttfb = max(0.0002, mean_t - slope * mean_s)
+
+    def pieces(self, size: int) -> int:
+        """How many GETs in parallel fetch `size` bytes soonest: one where the wait for
+        a first byte dominates (a local server that builds each answer slowly), up to
+        four where one connection's transfer does (S3: 1 MiB takes 13 ms after a 20 ms
+        wait; four quarter-GETs arrive in 23 ms instead of 33)."""
+        transfer = size / max(self.rate, 1.0)
+        return max(1, min(4, size // (256 * 1024), math.ceil(transfer / max(self.ttfb / 4, 1e-4))))
 
     def part(self, window: int) -> int:
         """A block size for a read-ahead `window`: a power of two, at least 1 MiB."""
-        want = 4 * self.ttfb * self.rate
+        want = max(4 * self.ttfb * self.rate, self.PART)
         in_flight = min(8, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
+        if self.ttfb > self.BUSY_SERVER:
+            in_flight = 2
         cap = window // in_flight
         part = MIB
         while part < want and part * 2 <= cap:
@@ -279,11 +323,8 @@ class _Exchange:
         self.request = None
         error = crt_future.exception()
         if error is None:
-            if self.observe and self.first_byte:
-                now = time.monotonic()
-                self.engine.link.observe(
-                    self.first_byte - self.sent, now - self.first_byte, self.observe
-                )
+            if self.observe and self.attempts == 1:
+                self.engine.link.observe(time.monotonic() - self.sent, self.observe)
             self.future.set_result(Answer(self.status, self.response_headers, self.body))
             return
         retry = self._retry_for(error)
@@ -403,6 +444,10 @@ class CrtEngine:
                 region=region, credential_provider=self._provider
             )
             return True
+
+    def suggested_pieces(self, size: int) -> int:
+        """In how many ranged GETs to fetch `size` bytes a reader waits for (see Link)."""
+        return self.link.pieces(size)
 
     def suggested_part(self, window: int) -> int:
         """The size of a ranged GET for a read-ahead window on this link (see Link)."""
