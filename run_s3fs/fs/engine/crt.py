@@ -614,10 +614,16 @@ class CrtEngine:
         return self.head_async(key).result()
 
     def _get(self, key: str, start: int, length: int, etag: str) -> Future[Answer]:
+        """A ranged GET whose body comes back in the Answer (small: headers matter)."""
+        into = bytearray(length)
+        return self._ranged(key, start, length, etag, into=into, base=start)
+
+    def _ranged(
+        self, key: str, start: int, length: int, etag: str, **options: Any
+    ) -> Future[Answer]:
         extra = [("range", f"bytes={start}-{start + length - 1}")]
         if etag:
             extra.append(("if-match", etag))
-        into = bytearray(length)
         return self._with_key(
             key,
             lambda sse: self._send(
@@ -626,10 +632,9 @@ class CrtEngine:
                 key,
                 headers=[*extra, *sse],
                 kind=s3.S3RequestType.GET_OBJECT,
-                into=into,
                 # One part: our read-ahead decides how ranges are split and run in parallel.
-                base=start,
                 part_size=max(length, MIN_PART),
+                **options,
             ),
         )
 
@@ -646,23 +651,9 @@ class CrtEngine:
             out.set_result(memoryview(b""))
             return out
         fd = os.memfd_create("run-s3fs-read", os.MFD_CLOEXEC)
-        extra = [("range", f"bytes={start}-{start + length - 1}")]
-        if etag:
-            extra.append(("if-match", etag))
         try:
-            inner = self._with_key(
-                key,
-                lambda sse: self._send(
-                    f"GET {key} [{start}+{length}]",
-                    "GET",
-                    key,
-                    headers=[*extra, *sse],
-                    kind=s3.S3RequestType.GET_OBJECT,
-                    observe=length,
-                    recv_filepath=f"/proc/self/fd/{fd}",
-                    # One part: our read-ahead decides how ranges are split and run.
-                    part_size=max(length, MIN_PART),
-                ),
+            inner = self._ranged(
+                key, start, length, etag, observe=length, recv_filepath=f"/proc/self/fd/{fd}"
             )
         except BaseException:
             os.close(fd)
