@@ -322,3 +322,36 @@ def test_the_key_an_object_took_is_remembered(sse_proxy, through, bucket, keys_f
         assert requests_for(lambda: e.head("missing")) == 1  # a 404 is no wrong key
     finally:
         e.close()
+
+
+class CountingSource:
+    """A source of temporary credentials (the engine's protocol) that counts refusals."""
+
+    fixed = None
+
+    def __init__(self) -> None:
+        self.creds = Credentials(ACCESS_KEY, SECRET_KEY)
+        self.invalidated = 0
+
+    def get(self) -> Credentials:
+        return self.creds
+
+    def invalidate(self, creds: object) -> bool:
+        self.invalidated += 1
+        return False
+
+
+def test_a_wrong_key_guess_is_no_expired_credentials(sse_proxy, through, bucket, keys_file):
+    """A HEAD answered 400/403 (no body) may mean expired credentials; while SSE-C keys
+    are being tried, it means a wrong key: no credentials refetch for it."""
+    through.put_object(Bucket=bucket, Key="plain", Body=b"no key")
+    through.put_object(Bucket=bucket, Key="old", Body=b"old", **customer_key(OLD_KEY))
+    opts = parse_args([bucket, "/mnt/unused", "-o", f"url={sse_proxy.url},use_sse=c:{keys_file}"])
+    source = CountingSource()
+    e = open_engine(engine_settings(opts), source)
+    try:
+        assert e.head("plain").size == 6 and e.head("old").size == 3
+        assert e.get_range("old", 0, 3) == b"old"
+    finally:
+        e.close()
+    assert sse_proxy.sse_c.refused >= 3 and source.invalidated == 0

@@ -421,20 +421,24 @@ class CrtEngine:
             self._key_of.clear()
         self._key_of[key] = md5
 
-    def _with_key(self, key: str, send: Callable[[Headers], Future[Answer]]) -> Future[Answer]:
-        """`send(extra headers)` for a read of `key`, with the SSE-C key it needs: the one
-        it took before, else each in turn (S3 answers 400 or 403 to a wrong guess). When
-        every guess fails the error is a 403 if there was one (a key this mount lacks)."""
+    def _with_key(
+        self, key: str, send: Callable[[Headers, bool], Future[Answer]]
+    ) -> Future[Answer]:
+        """`send(extra headers, guess)` for a read of `key`, with the SSE-C key it needs:
+        the one it took before, else each in turn (S3 answers 400 or 403 to a wrong
+        guess; `guess` says another key is left to try). When every key fails the error
+        is a 403 if there was one (a key this mount lacks)."""
         keys = self._keys
         if keys is None:
-            return send([])
+            return send([], False)
         order = keys.read_order(self._key_of.get(key))
         out: Future[Answer] = Future()
         errors: list[BaseException] = []
 
         def attempt(i: int) -> None:
             md5 = order[i]
-            send(keys.headers_for(md5)).add_done_callback(lambda f: done(f, i, md5))
+            guess = i + 1 < len(order)
+            send(keys.headers_for(md5), guess).add_done_callback(lambda f: done(f, i, md5))
 
         def done(f: Future[Answer], i: int, md5: str) -> None:
             error = f.exception()
@@ -491,6 +495,7 @@ class CrtEngine:
         op: str | None = None,
         into: bytearray | None = None,
         base: int = 0,
+        key_guess: bool = False,
         **options: Any,
     ) -> Future[Answer]:
         """Start one exchange; its future holds the Answer or raises S3Error. `key` None
@@ -505,6 +510,9 @@ class CrtEngine:
         exchange = _Exchange(
             self, what, method, path_of, all_headers, payload, kind, op, into, base, options
         )
+        # A wrong SSE-C key is answered 400/403 too (with no body to a HEAD): not a sign
+        # of expired credentials, and _with_key tries the next key itself.
+        exchange.creds_retried = key_guess
         exchange.start()
         return exchange.future
 
@@ -525,7 +533,10 @@ class CrtEngine:
     def head_async(self, key: str) -> Future[ObjectInfo | None]:
         out: Future[ObjectInfo | None] = Future()
         inner = self._with_key(
-            key, lambda sse: self._send(f"HEAD {key}", "HEAD", key, headers=sse, op="HeadObject")
+            key,
+            lambda sse, guess: self._send(
+                f"HEAD {key}", "HEAD", key, headers=sse, op="HeadObject", key_guess=guess
+            ),
         )
 
         def done(f: Future[Answer]) -> None:
@@ -550,11 +561,12 @@ class CrtEngine:
         into = bytearray(length)
         return self._with_key(
             key,
-            lambda sse: self._send(
+            lambda sse, guess: self._send(
                 f"GET {key} [{start}+{length}]",
                 "GET",
                 key,
                 headers=[*extra, *sse],
+                key_guess=guess,
                 kind=s3.S3RequestType.GET_OBJECT,
                 into=into,
                 # One part: our read-ahead decides how ranges are split and run in parallel.
@@ -615,11 +627,12 @@ class CrtEngine:
         headers = [("if-match", etag)] if etag else []
         self._with_key(
             key,
-            lambda sse: self._send(
+            lambda sse, guess: self._send(
                 f"GET {key}",
                 "GET",
                 key,
                 headers=[*headers, *sse],
+                key_guess=guess,
                 kind=s3.S3RequestType.GET_OBJECT,
                 recv_filepath=f"/proc/self/fd/{fd}",
                 part_size=self.settings.part_size,
