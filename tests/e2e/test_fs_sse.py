@@ -160,3 +160,31 @@ def test_sse_c_objects_cross_between_s3fs_and_the_bundled_backend(
             client(proxy.url).get_object(Bucket=bucket, Key="from-python")
     finally:
         proxy.stop()
+
+
+def test_a_plain_mount_keeps_an_objects_encryption_and_class(
+    s3_server, s3, bucket, pw, tmp_path, require_fuse
+):
+    """Objects written elsewhere with SSE-KMS and a storage class keep both through a
+    chmod, a utime and a rename on a mount that sets neither (S3 alone would reset them
+    to STANDARD and the bucket's default encryption)."""
+    key_id = client(s3_server.url, "kms").create_key()["KeyMetadata"]["Arn"]
+    s3.put_object(
+        Bucket=bucket,
+        Key="f",
+        Body=b"elsewhere",
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=key_id,
+        StorageClass="INTELLIGENT_TIERING",
+    )
+    m = start_mount("python", s3_server, bucket, tmp_path / "mnt", pw)
+    try:
+        os.chmod(m.path / "f", 0o600)
+        os.utime(m.path / "f", (1_600_000_000, 1_600_000_000))
+        os.rename(m.path / "f", m.path / "g")
+    finally:
+        assert m.stop() == 0
+    head = s3.head_object(Bucket=bucket, Key="g")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_id)
+    assert head["StorageClass"] == "INTELLIGENT_TIERING"
+    assert head["Metadata"]["mode"] == str(0o100600)

@@ -114,6 +114,34 @@ def test_a_copy_without_the_headers_loses_them(s3_server, s3, bucket, kms_key):
     assert stored(s3, bucket, "b") == (None, None, "STANDARD")
 
 
+def test_a_copy_keeps_what_the_mount_does_not_set(s3_server, s3, bucket, kms_key):
+    """Given the source's HEAD (renames and metadata edits have it), a copy keeps its
+    storage class and SSE-S3/SSE-KMS where the mount sets none; the mount's own win."""
+    big = os.urandom(6 * MIB)
+    for key, body in (("a", b"x"), ("big", big)):
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=kms_key,
+            StorageClass="GLACIER_IR",
+        )
+    plain = engine(s3_server.url, bucket, "retries=1")
+    own = engine(s3_server.url, bucket, "use_sse")
+    try:
+        plain.copy("a", "b", 1, {"mode": "33188"}, "text/plain", plain.head("a"))
+        plain.copy("big", "big2", len(big), {"mode": "33188"}, None, plain.head("big"))
+        plain.copy("big", "big3", len(big))  # multipart: the HEAD it makes serves
+        own.copy("a", "c", 1, {"mode": "33188"}, "text/plain", own.head("a"))
+    finally:
+        plain.close()
+        own.close()
+    for key in ("b", "big2", "big3"):
+        assert stored(s3, bucket, key) == ("aws:kms", kms_key, "GLACIER_IR"), key
+    assert stored(s3, bucket, "c") == ("AES256", None, "GLACIER_IR")
+
+
 def test_sse_s3_and_the_old_use_rrs(s3_server, s3, bucket):
     e = engine(s3_server.url, bucket, "use_sse,use_rrs=0,storage_class=glacier_ir")
     try:
