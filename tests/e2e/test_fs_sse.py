@@ -121,3 +121,70 @@ def test_sse_c_files_read_back_with_the_key_only(s3_server, bucket, pw, tmp_path
             assert base64.b64encode(KEY).decode() not in log.read_text()
     finally:
         proxy.stop()
+
+
+def test_sse_c_objects_cross_between_s3fs_and_the_bundled_backend(
+    s3_server, bucket, pw, tmp_path, require_fuse
+):
+    """The same key file serves both: s3fs 1.90's SSE-C objects read back through the
+    bundled backend and the other way round, under S3's SSE-C rules."""
+    proxy = FaultProxy(s3_server.url, sse_c=SseCRules()).start()
+    keys = tmp_path / "sse-c.keys"
+    keys.write_text(base64.b64encode(KEY).decode() + "\n")
+    keys.chmod(0o600)
+    options = [f"url={proxy.url}", f"use_sse=custom:{keys}"]
+    try:
+        m = start_mount("s3fs", s3_server, bucket, tmp_path / "s1", pw, options)
+        try:
+            (m.path / "from-s3fs").write_bytes(b"written by s3fs")
+        finally:
+            m.stop()
+        key_md5 = base64.b64encode(hashlib.md5(KEY).digest()).decode()
+        assert proxy.sse_c.objects[f"/{bucket}/from-s3fs"] == key_md5
+        m = start_mount("python", s3_server, bucket, tmp_path / "p", pw, options)
+        try:
+            assert (m.path / "from-s3fs").read_bytes() == b"written by s3fs"
+            (m.path / "from-python").write_bytes(b"written by python")
+            os.rename(m.path / "from-s3fs", m.path / "renamed-by-python")
+        finally:
+            assert m.stop() == 0
+        m = start_mount("s3fs", s3_server, bucket, tmp_path / "s2", pw, options)
+        try:
+            assert (m.path / "from-python").read_bytes() == b"written by python"
+            assert (m.path / "renamed-by-python").read_bytes() == b"written by s3fs"
+        finally:
+            m.stop()
+        for key in ("from-python", "renamed-by-python"):
+            assert proxy.sse_c.objects[f"/{bucket}/{key}"] == key_md5
+        with pytest.raises(ClientError):
+            client(proxy.url).get_object(Bucket=bucket, Key="from-python")
+    finally:
+        proxy.stop()
+
+
+def test_a_plain_mount_keeps_an_objects_encryption_and_class(
+    s3_server, s3, bucket, pw, tmp_path, require_fuse
+):
+    """Objects written elsewhere with SSE-KMS and a storage class keep both through a
+    chmod, a utime and a rename on a mount that sets neither (S3 alone would reset them
+    to STANDARD and the bucket's default encryption)."""
+    key_id = client(s3_server.url, "kms").create_key()["KeyMetadata"]["Arn"]
+    s3.put_object(
+        Bucket=bucket,
+        Key="f",
+        Body=b"elsewhere",
+        ServerSideEncryption="aws:kms",
+        SSEKMSKeyId=key_id,
+        StorageClass="INTELLIGENT_TIERING",
+    )
+    m = start_mount("python", s3_server, bucket, tmp_path / "mnt", pw)
+    try:
+        os.chmod(m.path / "f", 0o600)
+        os.utime(m.path / "f", (1_600_000_000, 1_600_000_000))
+        os.rename(m.path / "f", m.path / "g")
+    finally:
+        assert m.stop() == 0
+    head = s3.head_object(Bucket=bucket, Key="g")
+    assert (head["ServerSideEncryption"], head["SSEKMSKeyId"]) == ("aws:kms", key_id)
+    assert head["StorageClass"] == "INTELLIGENT_TIERING"
+    assert head["Metadata"]["mode"] == str(0o100600)

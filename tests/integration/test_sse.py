@@ -114,6 +114,34 @@ def test_a_copy_without_the_headers_loses_them(s3_server, s3, bucket, kms_key):
     assert stored(s3, bucket, "b") == (None, None, "STANDARD")
 
 
+def test_a_copy_keeps_what_the_mount_does_not_set(s3_server, s3, bucket, kms_key):
+    """Given the source's HEAD (renames and metadata edits have it), a copy keeps its
+    storage class and SSE-S3/SSE-KMS where the mount sets none; the mount's own win."""
+    big = os.urandom(6 * MIB)
+    for key, body in (("a", b"x"), ("big", big)):
+        s3.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=body,
+            ServerSideEncryption="aws:kms",
+            SSEKMSKeyId=kms_key,
+            StorageClass="GLACIER_IR",
+        )
+    plain = engine(s3_server.url, bucket, "retries=1")
+    own = engine(s3_server.url, bucket, "use_sse")
+    try:
+        plain.copy("a", "b", 1, {"mode": "33188"}, "text/plain", plain.head("a"))
+        plain.copy("big", "big2", len(big), {"mode": "33188"}, None, plain.head("big"))
+        plain.copy("big", "big3", len(big))  # multipart: the HEAD it makes serves
+        own.copy("a", "c", 1, {"mode": "33188"}, "text/plain", own.head("a"))
+    finally:
+        plain.close()
+        own.close()
+    for key in ("b", "big2", "big3"):
+        assert stored(s3, bucket, key) == ("aws:kms", kms_key, "GLACIER_IR"), key
+    assert stored(s3, bucket, "c") == ("AES256", None, "GLACIER_IR")
+
+
 def test_sse_s3_and_the_old_use_rrs(s3_server, s3, bucket):
     e = engine(s3_server.url, bucket, "use_sse,use_rrs=0,storage_class=glacier_ir")
     try:
@@ -322,3 +350,36 @@ def test_the_key_an_object_took_is_remembered(sse_proxy, through, bucket, keys_f
         assert requests_for(lambda: e.head("missing")) == 1  # a 404 is no wrong key
     finally:
         e.close()
+
+
+class CountingSource:
+    """A source of temporary credentials (the engine's protocol) that counts refusals."""
+
+    fixed = None
+
+    def __init__(self) -> None:
+        self.creds = Credentials(ACCESS_KEY, SECRET_KEY)
+        self.invalidated = 0
+
+    def get(self) -> Credentials:
+        return self.creds
+
+    def invalidate(self, creds: object) -> bool:
+        self.invalidated += 1
+        return False
+
+
+def test_a_wrong_key_guess_is_no_expired_credentials(sse_proxy, through, bucket, keys_file):
+    """A HEAD answered 400/403 (no body) may mean expired credentials; while SSE-C keys
+    are being tried, it means a wrong key: no credentials refetch for it."""
+    through.put_object(Bucket=bucket, Key="plain", Body=b"no key")
+    through.put_object(Bucket=bucket, Key="old", Body=b"old", **customer_key(OLD_KEY))
+    opts = parse_args([bucket, "/mnt/unused", "-o", f"url={sse_proxy.url},use_sse=c:{keys_file}"])
+    source = CountingSource()
+    e = open_engine(engine_settings(opts), source)
+    try:
+        assert e.head("plain").size == 6 and e.head("old").size == 3
+        assert e.get_range("old", 0, 3) == b"old"
+    finally:
+        e.close()
+    assert sse_proxy.sse_c.refused >= 3 and source.invalidated == 0

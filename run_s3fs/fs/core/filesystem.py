@@ -225,7 +225,7 @@ class Filesystem:
             ctype = current.content_type or (
                 layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
             )
-            etag = self.engine.copy(key, key, current.size, layout.object_meta(new), ctype)
+            etag = self.engine.copy(key, key, current.size, layout.object_meta(new), ctype, current)
         elif attr.is_dir:
             # An implicit directory gets a marker, so the new attributes have a home.
             self.engine.put(key, b"", layout.object_meta(new), layout.DIR_CONTENT_TYPE)

@@ -51,7 +51,7 @@ class Renamer:
         def copy() -> str:
             meta = layout.renamed_meta(current.metadata, now)
             ctype = layout.content_type_for(new)
-            return self.engine.copy(old_key, new_key, current.size, meta, ctype)
+            return self.engine.copy(old_key, new_key, current.size, meta, ctype, current)
 
         target = self.files.get(new)
         if target is None:

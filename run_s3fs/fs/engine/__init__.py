@@ -107,6 +107,7 @@ class Engine(Protocol):
         size: int,
         metadata: dict[str, str] | None = None,
         ctype: str | None = None,
+        source: ObjectInfo | None = None,
     ) -> str: ...
 
     def delete(self, key: str) -> None: ...

@@ -113,6 +113,9 @@ def _info(key: str, headers: dict[str, str], size: int | None = None) -> ObjectI
         etag=headers.get("etag", ""),
         content_type=headers.get("content-type", ""),
         metadata={k[len(META) :]: v for k, v in headers.items() if k.startswith(META)},
+        storage_class=headers.get("x-amz-storage-class", ""),
+        sse=headers.get("x-amz-server-side-encryption", ""),
+        kms_key_id=headers.get("x-amz-server-side-encryption-aws-kms-key-id", ""),
     )
 
 
@@ -417,9 +420,9 @@ class CrtEngine:
         # SSE-C: the MD5 of the key each object was last seen with ("": none).
         self._keys: CustomerKeys | None = getattr(settings, "customer_keys", None)
         self._key_of: dict[str, str] = {}
-        self._sse_configured = any(
-            name.lower() == "x-amz-server-side-encryption" for name, _ in settings.write_headers
-        )
+        written = {name.lower() for name, _ in settings.write_headers}
+        self._sse_configured = "x-amz-server-side-encryption" in written
+        self._class_configured = "x-amz-storage-class" in written
         self._region_lock = threading.Lock()
         self._active: dict[int, _Exchange] = {}
         self._active_lock = threading.Lock()
@@ -479,20 +482,24 @@ class CrtEngine:
             self._key_of.clear()
         self._key_of[key] = md5
 
-    def _with_key(self, key: str, send: Callable[[Headers], Future[Answer]]) -> Future[Answer]:
-        """`send(extra headers)` for a read of `key`, with the SSE-C key it needs: the one
-        it took before, else each in turn (S3 answers 400 or 403 to a wrong guess). When
-        every guess fails the error is a 403 if there was one (a key this mount lacks)."""
+    def _with_key(
+        self, key: str, send: Callable[[Headers, bool], Future[Answer]]
+    ) -> Future[Answer]:
+        """`send(extra headers, guess)` for a read of `key`, with the SSE-C key it needs:
+        the one it took before, else each in turn (S3 answers 400 or 403 to a wrong
+        guess; `guess` says another key is left to try). When every key fails the error
+        is a 403 if there was one (a key this mount lacks)."""
         keys = self._keys
         if keys is None:
-            return send([])
+            return send([], False)
         order = keys.read_order(self._key_of.get(key))
         out: Future[Answer] = Future()
         errors: list[BaseException] = []
 
         def attempt(i: int) -> None:
             md5 = order[i]
-            send(keys.headers_for(md5)).add_done_callback(lambda f: done(f, i, md5))
+            guess = i + 1 < len(order)
+            send(keys.headers_for(md5), guess).add_done_callback(lambda f: done(f, i, md5))
 
         def done(f: Future[Answer], i: int, md5: str) -> None:
             error = f.exception()
@@ -534,6 +541,20 @@ class CrtEngine:
             return keys.by_md5(src_md5)
         return None
 
+    def _kept(self, source: ObjectInfo | None, sse_c: CustomerKey | None) -> Headers:
+        """What a copy keeps of how `source` is stored where the mount sets nothing of
+        its own: S3 would give it STANDARD and the bucket's default encryption."""
+        if source is None:
+            return []
+        kept = []
+        if not self._class_configured and source.storage_class not in ("", "STANDARD"):
+            kept.append(("x-amz-storage-class", source.storage_class))
+        if not self._sse_configured and sse_c is None and source.sse in ("AES256", "aws:kms"):
+            kept.append(("x-amz-server-side-encryption", source.sse))
+            if source.sse == "aws:kms" and source.kms_key_id:
+                kept.append(("x-amz-server-side-encryption-aws-kms-key-id", source.kms_key_id))
+        return kept
+
     def _write_key(self) -> CustomerKey | None:
         return self._keys.write_key if self._keys is not None else None
 
@@ -550,6 +571,7 @@ class CrtEngine:
         into: bytearray | None = None,
         base: int = 0,
         observe: int = 0,
+        key_guess: bool = False,
         **options: Any,
     ) -> Future[Answer]:
         """Start one exchange; its future holds the Answer or raises S3Error. `key` None
@@ -575,6 +597,9 @@ class CrtEngine:
             options,
             observe,
         )
+        # A wrong SSE-C key is answered 400/403 too (with no body to a HEAD): not a sign
+        # of expired credentials, and _with_key tries the next key itself.
+        exchange.creds_retried = key_guess
         exchange.start()
         return exchange.future
 
@@ -595,7 +620,10 @@ class CrtEngine:
     def head_async(self, key: str) -> Future[ObjectInfo | None]:
         out: Future[ObjectInfo | None] = Future()
         inner = self._with_key(
-            key, lambda sse: self._send(f"HEAD {key}", "HEAD", key, headers=sse, op="HeadObject")
+            key,
+            lambda sse, guess: self._send(
+                f"HEAD {key}", "HEAD", key, headers=sse, op="HeadObject", key_guess=guess
+            ),
         )
 
         def done(f: Future[Answer]) -> None:
@@ -626,11 +654,12 @@ class CrtEngine:
             extra.append(("if-match", etag))
         return self._with_key(
             key,
-            lambda sse: self._send(
+            lambda sse, guess: self._send(
                 f"GET {key} [{start}+{length}]",
                 "GET",
                 key,
                 headers=[*extra, *sse],
+                key_guess=guess,
                 kind=s3.S3RequestType.GET_OBJECT,
                 # One part: our read-ahead decides how ranges are split and run in parallel.
                 part_size=max(length, MIN_PART),
@@ -705,11 +734,12 @@ class CrtEngine:
         headers = [("if-match", etag)] if etag else []
         self._with_key(
             key,
-            lambda sse: self._send(
+            lambda sse, guess: self._send(
                 f"GET {key}",
                 "GET",
                 key,
                 headers=[*headers, *sse],
+                key_guess=guess,
                 kind=s3.S3RequestType.GET_OBJECT,
                 recv_filepath=f"/proc/self/fd/{fd}",
                 part_size=self.settings.part_size,
@@ -788,12 +818,15 @@ class CrtEngine:
         size: int,
         metadata: dict[str, str] | None = None,
         ctype: str | None = None,
+        source: ObjectInfo | None = None,
     ) -> str:
         """Server-side copy; returns the copy's ETag. With `metadata`, the metadata is
-        replaced (chmod, utimens…) and the Content-Type kept unless given. Objects over
-        `singlepart_copy_limit` (S3's limit: 5 GiB) are copied in parts."""
+        replaced (chmod, utimens…) and the Content-Type kept unless given. `source`, its
+        HEAD if the caller has it: its storage class and encryption are kept where the
+        mount sets none. Objects over `singlepart_copy_limit` (S3's limit: 5 GiB) are
+        copied in parts."""
         if size > self.settings.singlepart_copy_limit:
-            return self._multipart_copy(src, dst, size, metadata, ctype)
+            return self._multipart_copy(src, dst, size, metadata, ctype, source)
         src_md5 = self._source_key(src)
         sse_c = self._copy_key(src_md5)
         headers = [("x-amz-copy-source", self._copy_source(src))]
@@ -808,6 +841,7 @@ class CrtEngine:
             ]
         else:
             headers += [*self.settings.write_headers, *(sse_c.headers() if sse_c else ())]
+        headers += self._kept(source, sse_c)
         answer = self._send(
             f"COPY {src} → {dst}", "PUT", dst, headers=headers, op="CopyObject"
         ).result()
@@ -826,16 +860,22 @@ class CrtEngine:
         return info.content_type or "application/octet-stream"
 
     def _multipart_copy(
-        self, src: str, dst: str, size: int, metadata: dict[str, str] | None, ctype: str | None
+        self,
+        src: str,
+        dst: str,
+        size: int,
+        metadata: dict[str, str] | None,
+        ctype: str | None,
+        source: ObjectInfo | None,
     ) -> str:
-        if metadata is None or ctype is None:
-            info = self.head(src)
-            if info is None:
+        if metadata is None or ctype is None or source is None:
+            source = self.head(src)
+            if source is None:
                 raise S3Error(errno.ENOENT, f"COPY {src}: no such key", "NoSuchKey", 404)
-            metadata = info.metadata if metadata is None else metadata
-            ctype = ctype or info.content_type or "application/octet-stream"
+            metadata = source.metadata if metadata is None else metadata
+            ctype = ctype or source.content_type or "application/octet-stream"
         part = max(self.settings.part_size, 512 * MIB, -(-size // MAX_PARTS))
-        source = self._copy_source(src)
+        copy_source = self._copy_source(src)
         what = f"multipart copy of {src} to {dst}"
         src_md5 = self._source_key(src)
         sse_c = self._copy_key(src_md5)
@@ -853,7 +893,7 @@ class CrtEngine:
                     dst,
                     query=f"partNumber={n}&uploadId={_q(upload_id)}",
                     headers=[
-                        ("x-amz-copy-source", source),
+                        ("x-amz-copy-source", copy_source),
                         ("x-amz-copy-source-range", f"bytes={start}-{end}"),
                         *sse_headers,
                     ],
@@ -862,7 +902,8 @@ class CrtEngine:
                 lambda a: xml.find(bytes(a.body), "ETag"),
             )
 
-        return self._multipart(what, dst, metadata, ctype, size, part, part_request, sse_c)
+        kept = self._kept(source, sse_c)
+        return self._multipart(what, dst, metadata, ctype, size, part, part_request, sse_c, kept)
 
     def _multipart(
         self,
@@ -874,17 +915,19 @@ class CrtEngine:
         part: int,
         part_request: Callable[[str, int, int], Future[str]],
         sse_c: CustomerKey | None,
+        kept: Headers | None = None,
     ) -> str:
         """A multipart upload of `key` whose parts `part_request(upload_id, number,
         start)` makes, `parallel_count` in flight. On any failure it is aborted, once
         every part started has finished (a part landing after the abort would stay).
-        `sse_c`: the SSE-C key it is written with (its parts must carry it too)."""
+        `sse_c`: the SSE-C key it is written with (its parts must carry it too); `kept`:
+        what a copy keeps of its source's storage (see _kept)."""
         created = self._send(
             f"{what}: create",
             "POST",
             key,
             query="uploads",
-            headers=self._object_headers(metadata, ctype, sse_c),
+            headers=[*self._object_headers(metadata, ctype, sse_c), *(kept or ())],
             op="CreateMultipartUpload",
         ).result()
         upload_id = xml.find(bytes(created.body), "UploadId")
