@@ -221,3 +221,19 @@ def test_an_unlinked_open_file_has_no_links(core):
     assert (attr.nlink, attr.size) == (0, 4)
     assert core.read(fh, 0, 10) == b"data"
     core.release(fh)
+
+
+def test_metadata_set_after_close_before_release_is_in_s3_at_once(core, s3, bucket):
+    # The kernel sends RELEASE after close() has returned, so chmod/setxattr may come
+    # while the file is still open here, its data uploaded at flush: they must reach S3
+    # before they return, not at a release that comes whenever it comes.
+    fh = core.create("/f", stat.S_IFREG | 0o644, os.O_WRONLY, 0, 0)
+    core.write(fh, b"data", 0)
+    core.flush(fh)  # close() returns here
+    core.setxattr("/f", "user.k", b"v", 0)
+    core.chmod("/f", 0o600)
+    head = s3.head_object(Bucket=bucket, Key="f")
+    assert "xattr" in head["Metadata"]
+    assert int(head["Metadata"]["mode"]) & 0o777 == 0o600
+    core.release(fh)
+    assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"data"

@@ -195,8 +195,10 @@ class Filesystem:
         edit: Callable[[dict[str, str]], None] | None = None,
     ) -> None:
         """chmod/chown/utimens/setxattr: new headers via a metadata-replacing copy onto the
-        same key; on a file with pending data, applied at its upload. `edit` changes other
-        headers than ours (the xattr one), in place; it may refuse by raising."""
+        same key; on a file with data not yet uploaded, applied at its upload (an open file
+        whose data is in S3 is copied at once: its release may come much later). `edit`
+        changes other headers than ours (the xattr one), in place; it may refuse by raising.
+        """
         self._check_writable()
         if path == "/":
             return  # the mountpoint's attributes are the local directory's
@@ -209,7 +211,7 @@ class Filesystem:
         if held is not None:
             # Hold a handle while deciding, so the file cannot be closed under us.
             f, fh = self._open_file(path, held.attr, False)
-            if f.dirty or f.spool is not None:
+            if f.dirty:
                 f.set_attr(new, times_set)
                 self.ns.forget(path)
                 self._release(fh, report=True)  # uploads now if no one else has it open
