@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -324,6 +325,11 @@ def drop_caches() -> bool:
     return True
 
 
+# werkzeug (moto's server) colours the request line by status when it logs to a pipe
+# that it takes for a terminal: "\x1b[33mHEAD /bkt/x HTTP/1.1\x1b[0m" for a 404.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 class ServerLog:
     """Counts the requests the S3 server logged since a mark, by kind (HEAD, GET, LIST…).
 
@@ -340,7 +346,7 @@ class ServerLog:
     def count(self, since: int, bucket: str) -> dict[str, int]:
         with open(self.path, "rb") as f:
             f.seek(since)
-            text = f.read().decode(errors="replace")
+            text = ANSI.sub("", f.read().decode(errors="replace"))
         counts: dict[str, int] = {}
         for line in text.splitlines():
             try:
