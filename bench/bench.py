@@ -572,6 +572,9 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError) as exc:
             print(f"bench: cannot read {args.render}: {exc}", file=sys.stderr)
             return 2
+        if not isinstance(results, dict) or "scenarios" not in results:
+            print(f"bench: {args.render} is not a v2 benchmark run", file=sys.stderr)
+            return 2
         bench_report.compute(results)
         write_outputs(results, args.render, args.markdown)
         return 0
