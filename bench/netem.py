@@ -179,6 +179,9 @@ class Proxy:
         self._seq = itertools.count()
         self.requests = 0
         self.running = True
+        # Connections whose sockets' interest may have changed: only these are looked at
+        # after each round (a pipe that must wait has a timer, which marks it again).
+        self.dirty: set[Conn] = set()
 
     @property
     def address(self) -> tuple[str, int]:
@@ -203,11 +206,15 @@ class Proxy:
             for sock in (client, server):
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.conns.add(Conn(self, client, server))
+            conn = Conn(self, client, server)
+            self.conns.add(conn)
+            self.dirty.add(conn)
 
     def _interest(self, now: float) -> None:
-        """(Re)register every socket for what its pipes want: read as src, write as dst."""
-        for conn in list(self.conns):
+        """(Re)register the dirty connections' sockets for what their pipes want: read
+        as src, write as dst."""
+        dirty, self.dirty = self.dirty, set()
+        for conn in dirty:
             if conn.dead:
                 continue
             for sock, reader, writer in (
@@ -234,6 +241,7 @@ class Proxy:
             while self.timers and self.timers[0][0] <= now:
                 _, _, pipe = heapq.heappop(self.timers)
                 pipe.waiting = False
+                self.dirty.add(pipe.conn)
                 if pipe.hold_until <= now:
                     pipe.write()
                 elif pipe.pending:
@@ -249,6 +257,7 @@ class Proxy:
                 sock = key.fileobj
                 if conn.dead:
                     continue
+                self.dirty.add(conn)
                 reader = conn.up if sock is conn.client else conn.down
                 writer = conn.down if sock is conn.client else conn.up
                 if events & selectors.EVENT_WRITE:
