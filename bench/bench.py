@@ -333,7 +333,6 @@ class Bench:
         for server_name in self.args.servers:
             server = start_server(server_name, self.work, self.logs, ACCESS_KEY, SECRET_KEY)
             self.servers.append(server)
-            self.server_log = ServerLog(server.log) if server.counts_requests else None
             say(f"{server_name} at {server.url} (log: {server.log})")
             seeder = CrtClient(server.url, BUCKET, ACCESS_KEY, SECRET_KEY, connections=64)
             self.seeding[server_name] = wl.fill_bucket(
@@ -349,6 +348,10 @@ class Bench:
                     )
                     self.netems.append(netem)
                 sc = Scenario(server, profile, netem)
+                # Request counts: the proxy logs every request that passes it, whatever
+                # the server; plain, only moto's own log has them.
+                plain_log = ServerLog(server.log) if server.counts_requests else None
+                self.server_log = ServerLog(netem.request_log) if netem else plain_log
                 self.run_scenario(sc, seeder)
                 if netem is not None:
                     netem.stop()

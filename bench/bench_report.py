@@ -411,7 +411,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += ["", "CPU as a share of one core (medians):", "", *usage_table(results, key)]
         req = requests_table(results, key)
         if req:
-            out += ["", "Requests per workload (from the server's log, medians):", "", *req]
+            source = "the proxy's log" if sc["profile"] == "s3like" else "moto's log"
+            out += ["", f"Requests per workload (from {source}, medians):", "", *req]
     out += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
     out.append("- direct client: " + "; ".join(f"{k}: {v}" for k, v in DIRECT_NOTES.items()))
     for name, seed in results.get("seeding", {}).items():

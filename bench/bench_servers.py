@@ -121,6 +121,7 @@ class Netem:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    request_log: Path  # one line per request, as moto logs them (bench_mount.ServerLog)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -135,10 +136,12 @@ def start_netem(upstream: str, logs: Path, latency_ms: float, conn_mbps: float) 
     hostport = upstream.split("://", 1)[1]
     ready = logs / f"netem-{os.getpid()}-{time.monotonic_ns()}.port"
     log = ready.with_suffix(".log")
+    requests = ready.with_suffix(".requests.log")
+    requests.touch()
     argv = [
         sys.executable, str(HERE / "netem.py"), "--upstream", hostport,
         "--latency-ms", str(latency_ms), "--conn-mbps", str(conn_mbps),
-        "--ready-file", str(ready),
+        "--ready-file", str(ready), "--request-log", str(requests),
     ]  # fmt: skip
     with open(log, "wb") as out:
         proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
@@ -150,4 +153,4 @@ def start_netem(upstream: str, logs: Path, latency_ms: float, conn_mbps: float) 
         time.sleep(0.02)
     port = int(ready.read_text())
     ready.unlink()
-    return Netem(f"http://127.0.0.1:{port}", proc, log)
+    return Netem(f"http://127.0.0.1:{port}", proc, log, requests)

@@ -107,3 +107,28 @@ def test_rclone_keys_go_in_the_environment_not_the_command_line(tmp_path: Path) 
 def test_mount_readiness_comes_from_mountinfo(tmp_path: Path) -> None:
     assert bench_mount.is_mounted(Path("/"))
     assert not bench_mount.is_mounted(tmp_path)
+
+
+def test_request_log_has_one_line_per_request_in_the_servers_shape(proxy_to, tmp_path) -> None:
+    import io
+
+    from bench_mount import ServerLog
+
+    server, _ = answering_server(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+    proxy = proxy_to(server, latency_ms=0, mbps=0)
+    proxy.request_log = io.StringIO()
+    with socket.create_connection(proxy.address) as client:
+        for request in (
+            b"HEAD /bkt/a HTTP/1.1\r\nHost: x\r\n\r\n",
+            b"GET /bkt/big HTTP/1.1\r\nHost: x\r\nRange: bytes=0-1048575\r\n\r\n",
+        ):
+            first_byte_after(client, request)
+            client.recv(65536)
+    lines = proxy.request_log.getvalue().splitlines()
+    assert lines == [
+        'netem "HEAD /bkt/a HTTP/1.1"',
+        'netem "GET /bkt/big HTTP/1.1" range=0-1048575',
+    ]
+    log = tmp_path / "requests.log"
+    log.write_text("\n".join(lines) + "\n")
+    assert ServerLog(log).count(0, "bkt") == {"HEAD": 1, "GET": 1}
