@@ -366,7 +366,7 @@ class Bench:
         return self.results()
 
     def run_scenario(self, sc: Scenario, cleaner: CrtClient) -> None:
-        peers = [b for b in self.args.backends]
+        peers = list(self.args.backends)
         raw: dict[str, list[dict[str, Any]]] = {"direct": [], **{b: [] for b in peers}}
         self.scenarios[sc.key] = {
             "server": sc.server.name,
