@@ -51,6 +51,7 @@ from bench_mount import (  # noqa: E402
     ServerLog,
     Watchdog,
     drop_caches,
+    kill_all,
     start_mount,
     stop_all,
 )
@@ -60,6 +61,20 @@ from crt_client import CrtClient  # noqa: E402
 ACCESS_KEY = "AKIABENCHBENCHBENCH1"
 SECRET_KEY = "bEnChSeCrEt/0123456789abcdefghijklmnopq"
 BUCKET = "run-s3fs-bench"
+BUCKETS = {name: BUCKET if name == "main" else f"{BUCKET}-{name}" for name in wl.BUCKET_SETS}
+
+
+def bucket_of(workload: str) -> str:
+    return BUCKETS[wl.WORKLOAD_SET.get(workload, "main")]
+
+
+def clients_for(url: str, connections: int = 32) -> dict[str, CrtClient]:
+    return {
+        name: CrtClient(url, bucket, ACCESS_KEY, SECRET_KEY, connections=connections)
+        for name, bucket in BUCKETS.items()
+    }
+
+
 RESULTS = HERE / "results"
 
 # Per-operation bounds (seconds); generous, they only stop a hung or pathological backend.
@@ -225,10 +240,10 @@ class Bench:
             "start_rss_mib": mon.usage["client"].start_rss / bench_report.MIB,
         }
 
-    def _count(self, sc: Scenario, mark: int | None) -> dict[str, int]:
+    def _count(self, mark: int | None, workload: str) -> dict[str, int]:
         if mark is None or self.server_log is None:
             return {}
-        return self.server_log.count(mark, BUCKET)
+        return self.server_log.count(mark, bucket_of(workload))
 
     def _mark(self) -> int | None:
         return self.server_log.mark() if self.server_log is not None else None
@@ -252,7 +267,7 @@ class Bench:
         try:
             mount: Mount = start_mount(
                 backend,
-                BUCKET,
+                bucket_of(name),
                 mnt,
                 sc.url,
                 self.passwd,
@@ -298,7 +313,7 @@ class Bench:
                 wall = time.perf_counter() - t1
             sample["figures"].update(figures)
             sample["usage"][name] = self._usage(mon, wall)
-            sample["requests"][name] = self._count(sc, mark)
+            sample["requests"][name] = self._count(mark, name)
             self.first_wall.setdefault((sc.key, backend, name), wall)
             if not mount.alive():
                 sample["errors"].append(f"{name}: the {backend} process died during the test")
@@ -310,7 +325,10 @@ class Bench:
             profile.out.with_suffix(".summary.txt").write_text(summary)
         say(f"{sc.key:13} {backend:6} {name:9} " + fmt_figures(figures))
 
-    def direct(self, sc: Scenario, c: CrtClient, sample: dict[str, Any], name: str) -> None:
+    def direct(
+        self, sc: Scenario, clients: dict[str, CrtClient], sample: dict[str, Any], name: str
+    ) -> None:
+        c = clients[wl.WORKLOAD_SET.get(name, "main")]
         body = direct_job(name, c, self.sizes, self.data, f"d{sample['sample']}")
         self.dropped &= drop_caches()
         figures: dict[str, float] = {}
@@ -328,7 +346,7 @@ class Bench:
         usage.pop("peak_rss_mib")  # the benchmark's own memory, not a backend's
         usage.pop("start_rss_mib")
         sample["usage"][name] = usage
-        sample["requests"][name] = self._count(sc, mark)
+        sample["requests"][name] = self._count(mark, name)
         say(f"{sc.key:13} direct {name:9} " + fmt_figures(figures))
 
     # --- the run --------------------------------------------------------------------------------
@@ -338,9 +356,9 @@ class Bench:
             server = start_server(server_name, self.work, self.logs, ACCESS_KEY, SECRET_KEY)
             self.servers.append(server)
             say(f"{server_name} at {server.url} (log: {server.log})")
-            seeder = CrtClient(server.url, BUCKET, ACCESS_KEY, SECRET_KEY, connections=64)
-            self.seeding[server_name] = wl.fill_bucket(
-                seeder, self.sizes, self.data["read"], self.data["big"], server.has_markers
+            seeders = clients_for(server.url, connections=64)
+            self.seeding[server_name] = wl.fill_buckets(
+                seeders, self.sizes, self.data["read"], self.data["big"], server.has_markers
             )
             seed = self.seeding[server_name]
             say(f"{server_name}: {seed['objects']:,} objects in {seed['seconds']:.1f}s")
@@ -356,11 +374,12 @@ class Bench:
                 # the server; plain, only moto's own log has them.
                 plain_log = ServerLog(server.log) if server.counts_requests else None
                 self.server_log = ServerLog(netem.request_log) if netem else plain_log
-                self.run_scenario(sc, seeder)
+                self.run_scenario(sc, seeders["main"])
                 if netem is not None:
                     netem.stop()
                     self.netems.remove(netem)
-            seeder.close()
+            for c in seeders.values():
+                c.close()
             server.stop()
             self.servers.remove(server)
         return self.results()
@@ -378,7 +397,7 @@ class Bench:
             ),
             "raw": raw,
         }
-        direct = CrtClient(sc.url, BUCKET, ACCESS_KEY, SECRET_KEY)
+        direct = clients_for(sc.url)
         for n in range(self.args.samples):
             wait_quiet(self.args.wait_quiet)
             say(f"--- {sc.key}: sample {n + 1}/{self.args.samples} (load average {load():.2f})")
@@ -402,7 +421,8 @@ class Bench:
                 if starts:
                     s["figures"]["idle_rss_mib"] = max(starts)
                 raw[backend].append(s)
-        direct.close()
+        for c in direct.values():
+            c.close()
 
     def cleanup(self, c: CrtClient) -> None:
         """Remove what the write and create workloads made, so every sample starts alike."""
@@ -590,6 +610,10 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(args)
 
     def on_signal(signum: int, _frame: object) -> None:
+        # Mounts first: a signal to the whole process group (^C, timeout) may have
+        # stopped the S3 server already, and a workload blocked in a mount whose server
+        # is gone would otherwise keep the benchmark from exiting.
+        kill_all()
         raise SystemExit(128 + signum)
 
     for sig in (signal.SIGTERM, signal.SIGHUP):

@@ -108,7 +108,10 @@ def start_server(name: str, work: Path, logs: Path, access_key: str, secret_key:
             str(data),
         ]  # fmt: skip
         with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+            # Its own session: a ^C reaches the benchmark, which unmounts before it stops this.
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         _wait_port(port, proc, log, "rclone serve s3")
         return Server("rclone", f"http://127.0.0.1:{port}", proc, log, False, has_markers=False)
     raise ValueError(name)
@@ -144,7 +147,7 @@ def start_netem(upstream: str, logs: Path, latency_ms: float, conn_mbps: float) 
         "--ready-file", str(ready), "--request-log", str(requests),
     ]  # fmt: skip
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 20
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
