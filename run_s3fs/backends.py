@@ -13,7 +13,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from run_s3fs.errors import UnavailableError
+from run_s3fs.errors import ConfigError, UnavailableError
 
 _PACKAGE_DIR = Path(__file__).resolve().parent
 
@@ -22,7 +22,7 @@ _PACKAGE_DIR = Path(__file__).resolve().parent
 class Backend:
     name: str  # "s3fs" | "python"
     executable: str
-    version: str | None = None
+    reason: str = ""  # why auto chose it, when it is not the usual choice (logged)
 
     def command(self) -> list[str]:
         """The argv prefix that starts it (the bucket, mount point and options follow)."""
@@ -67,8 +67,27 @@ def _libfuse3_present() -> bool:
     return ctypes.util.find_library("fuse3") is not None
 
 
-def resolve(choice: str, launcher_dir: Path | None = None) -> Backend:
-    """The backend for S3FS_BACKEND=`choice`; UnavailableError (69) if it cannot run here."""
+def resolve(
+    choice: str, launcher_dir: Path | None = None, only_bundled: str | None = None
+) -> Backend:
+    """The backend for S3FS_BACKEND=`choice`; UnavailableError (69) if it cannot run here.
+
+    `only_bundled`: why s3fs cannot serve this mount (a credential source it lacks):
+    auto then takes the bundled backend, and S3FS_BACKEND=s3fs is a ConfigError (78).
+    """
+    if only_bundled and choice == "s3fs":
+        raise ConfigError(
+            f"S3FS_BACKEND=s3fs cannot mount with {only_bundled}: set S3FS_BACKEND=python"
+            " (or auto) for the bundled backend, which can"
+        )
+    if only_bundled and choice == "auto":
+        missing = python_backend_missing()
+        if missing:
+            raise UnavailableError(
+                f"only the bundled backend can mount with {only_bundled}, and it needs "
+                + "; ".join(missing)
+            )
+        return Backend("python", sys.executable, reason=f"s3fs cannot mount with {only_bundled}")
     if choice in ("auto", "s3fs"):
         s3fs = find_s3fs(launcher_dir)
         if s3fs is not None:

@@ -5,7 +5,8 @@ one line of advice. A FAIL carries the sysexits code it implies; the report's ex
 is the most fundamental one found (see `_PRECEDENCE`), so 0 means a mount would work.
 
 The order follows what a launch does: the variables, the backend, FUSE, the mountpoint,
-and finally a live probe of the bucket with the credentials (HeadBucket, then
+the credentials (with S3FS_CREDENTIALS=aws: the source found and its credentials
+fetched), and finally a live probe of the bucket with them (HeadBucket, then
 ListObjectsV2 MaxKeys=1). The probe never writes to the bucket and is bounded in time:
 short connect/read timeouts, one retry, and a wall-clock deadline over the whole probe.
 
@@ -29,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from run_s3fs import __version__, backends, config, mounts, plan
+from run_s3fs.endpoint import is_aws
 from run_s3fs.errors import (
     EX_CANTCREAT,
     EX_CONFIG,
@@ -39,7 +41,8 @@ from run_s3fs.errors import (
     LauncherError,
 )
 
-REQUIRED = ("S3FS_BUCKET", "S3FS_MOUNTPOINT", "S3FS_ACCESSKEY", "S3FS_SECRETKEY")
+REQUIRED = ("S3FS_BUCKET", "S3FS_MOUNTPOINT", "S3FS_CREDENTIALS")
+KEYS = ("S3FS_ACCESSKEY", "S3FS_SECRETKEY")  # shown unless S3FS_CREDENTIALS=aws
 OPTIONAL = (
     "S3FS_ACCESSKEY_FILE",
     "S3FS_SECRETKEY_FILE",
@@ -172,22 +175,47 @@ def diagnose(
     report.add(Item("sources", OK, order + f"{environment_json or '(none)'}"))
     raw = config.gather(flags, environ, env_file, environment_json)
     report.secrets = tuple(raw[n].value for n in SECRET_VARIABLES if n in raw)
+    report.secrets += tuple(environ[n] for n in plan.AWS_SECRET_ENV if environ.get(n))
 
     cfg, problems = _validate(raw)
     if cfg is not None:
-        report.secrets += (cfg.access_key.reveal(), cfg.secret_key.reveal())
+        report.secrets += cfg.secrets()
     _check_variables(report, raw, cfg, problems)
 
-    backend = _check_backend(report, raw, cfg)
+    found = _check_credential_source(report, cfg, environ)
+    backend = _check_backend(report, raw, cfg, found)
     _check_fuse(report, raw, cfg, backend)
     _check_mountpoint(report, raw, cfg)
     if cfg is None:
         report.add(Item("S3 bucket", SKIP, advice="not probed: fix the configuration first"))
         return report
     _check_guard(report, cfg)
-    _check_passwd_file(report, cfg)
-    _check_s3(report, cfg)
+    if cfg.credentials == "keys":
+        _check_passwd_file(report, cfg)
+    if cfg.credentials == "aws" and found is None:
+        report.add(Item("S3 bucket", SKIP, advice="not probed: no credentials"))
+        return report
+    _check_s3(report, cfg, found, environ)
     return report
+
+
+def _check_credential_source(
+    report: Report, cfg: config.Config | None, environ: Mapping[str, str]
+) -> Any:
+    """S3FS_CREDENTIALS=aws: which source of the chain applies (fetched later, with the
+    probe). None if it is not in use or none applies."""
+    from run_s3fs.awscreds import CredentialError
+
+    if cfg is None or cfg.credentials != "aws":
+        return None
+    try:
+        return plan.credential_source(cfg, environ)
+    except CredentialError as e:
+        report.add(
+            Item("credentials", FAIL, "AWS chain: " + e.reason, advice=e.advice,
+                 exit_code=e.exit_code)
+        )  # fmt: skip
+        return None
 
 
 # --- variables --------------------------------------------------------------------------------
@@ -224,7 +252,8 @@ def _check_variables(
     for warning in cfg.warnings if cfg else getattr(raw, "warnings", ()):
         warnings.setdefault(_variable_in(warning) or "config", []).append(warning)
 
-    names = [*REQUIRED, *(n for n in OPTIONAL if n in raw)]
+    aws = (cfg.credentials if cfg else _raw_value(raw, "S3FS_CREDENTIALS").lower()) == "aws"
+    names = [*REQUIRED, *(() if aws else KEYS), *(n for n in OPTIONAL if n in raw)]
     names += [n for n in by_variable if n not in names]
     for name in names:
         value, source = _shown_value(name, raw, cfg)
@@ -243,6 +272,10 @@ def _check_variables(
         )
 
 
+def _raw_value(raw: Mapping[str, config.Sourced], name: str) -> str:
+    return raw[name].value.strip() if name in raw else ""
+
+
 def _shown_value(
     name: str, raw: Mapping[str, config.Sourced], cfg: config.Config | None
 ) -> tuple[str, str]:
@@ -251,7 +284,8 @@ def _shown_value(
     if name in SECRET_VARIABLES:
         if cfg is not None:
             secret = cfg.access_key if name == "S3FS_ACCESSKEY" else cfg.secret_key
-            return secret.redacted(), source
+            if secret is not None:
+                return secret.redacted(), source
         if name in raw:
             return config.Secret(raw[name].value).redacted(), source
         file_var = f"{name}_FILE"
@@ -260,6 +294,8 @@ def _shown_value(
         return "(not set)", ""
     if name in raw:
         return raw[name].value, source
+    if name == "S3FS_CREDENTIALS":
+        return "keys (the default)", ""
     return "(not set)", ""
 
 
@@ -274,23 +310,23 @@ def _backend_choice(raw: Mapping[str, config.Sourced], cfg: config.Config | None
 
 
 def _check_backend(
-    report: Report, raw: Mapping[str, config.Sourced], cfg: config.Config | None
+    report: Report, raw: Mapping[str, config.Sourced], cfg: config.Config | None, found: Any
 ) -> backends.Backend | None:
     choice = _backend_choice(raw, cfg)
-    try:
-        backend = backends.resolve(choice, backends.launcher_dir())  # as a launch looks
+    try:  # as a launch looks
+        backend = backends.resolve(choice, backends.launcher_dir(), plan.only_bundled(found))
     except LauncherError as e:
         report.add(
             Item("backend", FAIL, f"{choice}: not available", advice=str(e), exit_code=e.exit_code)
         )
         return None
-    version = backend.version
-    if version is None:
-        try:
-            version = backends.version(backend)
-        except Exception:  # a version is nice to show, never worth failing over
-            version = None
+    try:
+        version = backends.version(backend)
+    except Exception:  # a version is nice to show, never worth failing over
+        version = None
     shown = f"{backend.name} {version or '(version unknown)'} ({backend.executable})"
+    if backend.reason:
+        shown += f"; auto chose it: {backend.reason}"
     report.add(Item("backend", OK, shown, source=f"S3FS_BACKEND={choice}"))
     return backend
 
@@ -554,10 +590,24 @@ def _nearest_existing(path: Path) -> Path:
 # --- the S3 probe -------------------------------------------------------------------------------
 
 
-def _check_s3(report: Report, cfg: config.Config) -> None:
-    """HeadBucket then ListObjectsV2, in a thread with a deadline so nothing can hang."""
+def _check_s3(
+    report: Report, cfg: config.Config, found: Any = None, environ: Mapping[str, str] = os.environ
+) -> None:
+    """The credentials (S3FS_CREDENTIALS=aws: fetched from `found`), then HeadBucket and
+    ListObjectsV2, in a thread with a deadline so nothing can hang."""
     result: list[Item] = []
-    worker = threading.Thread(target=lambda: result.extend(_probe(cfg)), daemon=True)
+
+    def work() -> None:
+        keys: tuple[str, str, str | None] | None = None
+        if found is not None:
+            item, keys = _fetch_credentials(found, environ)
+            result.append(item)
+            if keys is None:
+                return
+            report.secrets += tuple(k for k in keys if k)
+        result.extend(_probe(cfg, keys))
+
+    worker = threading.Thread(target=work, daemon=True)
     worker.start()
     worker.join(PROBE_DEADLINE)
     if worker.is_alive():  # the daemon thread is abandoned; the process exits soon anyway
@@ -582,19 +632,48 @@ def _endpoint(cfg: config.Config) -> str:
     return cfg.url or "AWS S3 (default endpoint)"
 
 
-def _client(cfg: config.Config) -> Any:
+def _fetch_credentials(
+    found: Any, environ: Mapping[str, str]
+) -> tuple[Item, tuple[str, str, str | None] | None]:
+    """The source's credentials, as the bundled backend would fetch them."""
+    from run_s3fs.awscreds import CredentialError, open_source
+
+    try:
+        source = open_source(found, environ)
+    except CredentialError as e:
+        return (
+            Item(
+                "credentials",
+                FAIL,
+                f"{found.describe()}: {e.reason}",
+                advice=e.advice,
+                exit_code=e.exit_code,
+            ),
+            None,
+        )
+    creds = source.get()
+    item = Item("credentials", OK, source.describe(), source="S3FS_CREDENTIALS=aws")
+    return item, (creds.access_key, creds.secret_key, creds.session_token)
+
+
+def _client(cfg: config.Config, keys: tuple[str, str, str | None] | None = None) -> Any:
     import boto3  # lazily: a plain launch never pays for boto3
     from botocore.config import Config as BotoConfig
 
     # Path-style requests exactly when the launch asks s3fs for them (plan.mount_options):
     # use_path_request_style given, or an endpoint that is not AWS.
-    path_style = "use_path_request_style" in cfg.options or not plan.is_aws(cfg.url)
+    path_style = "use_path_request_style" in cfg.options or not is_aws(cfg.url)
+    if keys is None:
+        assert cfg.access_key is not None and cfg.secret_key is not None
+        keys = (cfg.access_key.reveal(), cfg.secret_key.reveal(), None)
+    access, secret, token = keys
     return boto3.session.Session().client(
         "s3",
         endpoint_url=cfg.url,
         region_name=cfg.region or "us-east-1",  # s3fs's default too
-        aws_access_key_id=cfg.access_key.reveal(),
-        aws_secret_access_key=cfg.secret_key.reveal(),
+        aws_access_key_id=access,
+        aws_secret_access_key=secret,
+        aws_session_token=token,
         config=BotoConfig(
             connect_timeout=CONNECT_TIMEOUT,
             read_timeout=READ_TIMEOUT,
@@ -605,14 +684,14 @@ def _client(cfg: config.Config) -> Any:
     )
 
 
-def _probe(cfg: config.Config) -> list[Item]:
+def _probe(cfg: config.Config, keys: tuple[str, str, str | None] | None = None) -> list[Item]:
     from botocore.exceptions import BotoCoreError, ClientError
 
     items: list[Item] = []
     endpoint = _endpoint(cfg)
     bucket = cfg.bucket
     try:
-        client = _client(cfg)
+        client = _client(cfg, keys)
         head = client.head_bucket(Bucket=bucket)
     except ClientError as e:
         items.append(Item("endpoint", OK, f"{endpoint}: answers"))
@@ -695,19 +774,34 @@ def _explain_client_error(e: Any, cfg: config.Config, name: str) -> Item:
     region = meta.get("HTTPHeaders", {}).get("x-amz-bucket-region") or err.get("Region")
     bucket = cfg.bucket
     value = f"{bucket}: {code or status}" + (f" (HTTP {status})" if status and code else "")
-    key = cfg.access_key.redacted()
+    key = (
+        f"key {cfg.access_key.redacted()}"
+        if cfg.access_key is not None
+        else "the temporary credentials' key"
+    )
 
     def fail(advice: str, exit_code: int = EX_NOPERM) -> Item:
         return Item(name, FAIL, value, advice=advice, exit_code=exit_code)
 
+    if code in ("ExpiredToken", "TokenRefreshRequired"):
+        return fail(
+            "the session token has expired: with AWS_SESSION_TOKEN in the environment, get"
+            " new credentials (or use a source that refreshes: a profile, web identity, the"
+            " container's or instance's role)"
+        )
+    if code in ("InvalidAccessKeyId", "InvalidToken") and cfg.access_key is None:
+        return fail(
+            f"S3 does not accept {key} (or its session token): check that the source's"
+            " credentials belong to this account/endpoint (S3FS_URL)"
+        )
     if code in ("InvalidAccessKeyId", "InvalidToken"):
         return fail(
-            f"S3 does not know the access key {key}: check S3FS_ACCESSKEY for typos, "
+            f"S3 does not know the access {key}: check S3FS_ACCESSKEY for typos, "
             "and that the key is active and belongs to this account/endpoint"
         )
     if code == "SignatureDoesNotMatch":
         return fail(
-            f"the secret key does not match the access key {key}: re-copy "
+            f"the secret key does not match the access {key}: re-copy "
             "S3FS_SECRETKEY exactly (watch for spaces, '+' and '/')"
         )
     if code == "RequestTimeTooSkewed":
@@ -731,7 +825,7 @@ def _explain_client_error(e: Any, cfg: config.Config, name: str) -> Item:
         )
     if code in ("AccessDenied", "403", "AllAccessDisabled", "Forbidden"):
         return fail(
-            f"the key {key} is valid but may not use bucket {bucket!r}: grant it "
+            f"the {key} is valid but may not use bucket {bucket!r}: grant it "
             f"s3:ListBucket on arn:aws:s3:::{bucket} and s3:GetObject, s3:PutObject, "
             f"s3:DeleteObject on arn:aws:s3:::{bucket}/*"
         )

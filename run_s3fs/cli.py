@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
@@ -28,8 +29,10 @@ _FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 
 @click.command(
     context_settings={"help_option_names": ["-h", "--help"]},
-    epilog="Variables: S3FS_BUCKET, S3FS_MOUNTPOINT, S3FS_ACCESSKEY, S3FS_SECRETKEY "
-    "(required); S3FS_ACCESSKEY_FILE, S3FS_SECRETKEY_FILE, S3FS_URL, S3FS_REGION, "
+    epilog="Variables: S3FS_BUCKET, S3FS_MOUNTPOINT (required); S3FS_ACCESSKEY and "
+    "S3FS_SECRETKEY (or S3FS_ACCESSKEY_FILE, S3FS_SECRETKEY_FILE), or S3FS_CREDENTIALS=aws "
+    "for the AWS credential chain (AWS_* variables, AWS_PROFILE, web identity, container "
+    "and instance roles; S3FS_CREDENTIALS=keys is the default); S3FS_URL, S3FS_REGION, "
     "S3FS_BACKEND, S3FS_OPTIONS, S3FS_PASSWD_FILE, S3FS_LOGLEVEL, S3FS_GUARD, "
     "S3FS_ENVIRONMENT_JSON. "
     "Exit codes: 0 ok, 64 usage, 69 unavailable, 73 cannot create, 77 no permission, "
@@ -98,10 +101,13 @@ def launch(
     logger = log.setup(cfg.loglevel)
     for warning in cfg.warnings:
         logger.warning(warning)
-    backend = backends.resolve(cfg.backend, backends.launcher_dir())
+    found = plan.credential_source(cfg, os.environ)
+    backend = backends.resolve(cfg.backend, backends.launcher_dir(), plan.only_bundled(found))
+    if backend.reason:
+        logger.info("S3FS_BACKEND=auto: using the bundled backend, as %s", backend.reason)
     state = mounts.inspect(cfg.mountpoint)
     logger.debug("mount point: %s", state.describe())
-    the_plan = plan.make_plan(cfg, backend, state, os.environ)
+    the_plan = plan.make_plan(cfg, backend, state, os.environ, found=found)
     if dry_run:
         _print_dry_run(cfg, backend, state, the_plan)
         return EX_OK
@@ -117,13 +123,14 @@ def _print_dry_run(
     shown = {
         "S3FS_BUCKET": cfg.bucket_spec,
         "S3FS_MOUNTPOINT": str(cfg.mountpoint),
-        "S3FS_ACCESSKEY": cfg.access_key.redacted(),
-        "S3FS_SECRETKEY": cfg.secret_key.redacted(),
+        "S3FS_CREDENTIALS": cfg.credentials,
+        "S3FS_ACCESSKEY": cfg.access_key.redacted() if cfg.access_key else "(not set)",
+        "S3FS_SECRETKEY": cfg.secret_key.redacted() if cfg.secret_key else "(not set)",
         "S3FS_URL": cfg.url or "(AWS)",
         "S3FS_REGION": cfg.region or "(s3fs default)",
         "S3FS_BACKEND": cfg.backend,
         "S3FS_OPTIONS": ",".join(cfg.options),
-        "S3FS_PASSWD_FILE": str(the_plan.passwd_path),
+        "S3FS_PASSWD_FILE": str(the_plan.passwd_path or "(none)"),
         "S3FS_LOGLEVEL": cfg.loglevel,
         "S3FS_GUARD": cfg.guard,
     }
@@ -134,6 +141,10 @@ def _print_dry_run(
         out.append(f"  {name:<{width}} = {value}  [{source}]")
     version = backends.version(backend)
     out.append(f"backend: {backend.name} ({backend.executable}{', ' + version if version else ''})")
+    if backend.reason:
+        out.append(f"  (S3FS_BACKEND=auto chose it: {backend.reason})")
+    if the_plan.credentials:
+        out.append(f"credentials: {the_plan.credentials}")
     out.append(f"mount point: {state.describe()}")
     if state.kind in ("empty", "nonempty"):
         from run_s3fs import guard
@@ -146,11 +157,26 @@ def _print_dry_run(
     out.append(f"command: {the_plan.command_line()}")
     out.append("environment handed over (names only): " + " ".join(sorted(the_plan.env)))
     removed = sorted(set(os.environ) - set(the_plan.env))
-    out.append(
-        "environment withheld (keys travel only in the passwd file): "
-        + (" ".join(removed) if removed else "(none)")
+    why = (
+        "keys travel only in the passwd file"
+        if the_plan.passwd_path is not None
+        else "secrets the backend does not need"
     )
-    click.echo("\n".join(out))
+    out.append(f"environment withheld ({why}): " + (" ".join(removed) if removed else "(none)"))
+    click.echo(_scrub("\n".join(out), cfg, os.environ))
+
+
+def _scrub(text: str, cfg: config.Config, environ: Mapping[str, str]) -> str:
+    """The last line of defence: no secret value in what is printed, whatever path put it
+    there (a token pasted into S3FS_OPTIONS, say)."""
+    from run_s3fs.config import Secret
+    from run_s3fs.plan import AWS_SECRET_ENV
+
+    values = [*cfg.secrets(), *(environ[n] for n in AWS_SECRET_ENV if environ.get(n))]
+    for value in values:
+        if len(value) >= 4:
+            text = text.replace(value, Secret(value).redacted())
+    return text
 
 
 def _fail(message: str, code: int) -> NoReturn:

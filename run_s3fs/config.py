@@ -12,7 +12,6 @@ say where the bad character is ("contains whitespace at position 5"), never what
 
 from __future__ import annotations
 
-import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -30,6 +29,7 @@ VARIABLES: dict[str, str] = {
     "S3FS_SECRETKEY": "secret access key",
     "S3FS_ACCESSKEY_FILE": "file holding the access key id",
     "S3FS_SECRETKEY_FILE": "file holding the secret access key",
+    "S3FS_CREDENTIALS": "keys (default: S3FS_ACCESSKEY/S3FS_SECRETKEY) | aws (the AWS chain)",
     "S3FS_URL": "endpoint URL (default: AWS)",
     "S3FS_REGION": "signing region",
     "S3FS_BACKEND": "auto | s3fs | python",
@@ -38,7 +38,12 @@ VARIABLES: dict[str, str] = {
     "S3FS_LOGLEVEL": "debug | info | warning | error",
     "S3FS_GUARD": "on | off | immutable | tmpfs | mode (guard the unmounted mount point)",
 }
-REQUIRED = ("S3FS_BUCKET", "S3FS_MOUNTPOINT")  # the keys are required too, with their _FILE forms
+REQUIRED = ("S3FS_BUCKET", "S3FS_MOUNTPOINT")  # and the keys, or S3FS_CREDENTIALS=aws
+CREDENTIALS = ("keys", "aws")
+KEY_VARIABLES = ("S3FS_ACCESSKEY", "S3FS_SECRETKEY", "S3FS_ACCESSKEY_FILE", "S3FS_SECRETKEY_FILE")
+# s3fs options that choose temporary credentials: with S3FS_CREDENTIALS=aws they narrow
+# the chain to that one source.
+CREDENTIAL_OPTIONS = ("iam_role", "ecs", "profile")
 BACKENDS = ("auto", "s3fs", "python")
 LOGLEVELS = ("debug", "info", "warning", "error")
 # on: the strongest guard this machine allows; off: none (and remove ours); or one kind only.
@@ -49,8 +54,8 @@ GUARDS = ("on", "off", "immutable", "tmpfs", "mode")
 _OWNED_OPTIONS = {
     "passwd_file": "the launcher writes the passwd file itself; set S3FS_PASSWD_FILE to move it",
     "url": "set S3FS_URL instead",
-    "endpoint": "set S3FS_REGION instead",
     "region": "set S3FS_REGION instead",
+    "credentials": "set S3FS_CREDENTIALS instead",
 }
 _KEY_FILE_MAX = 4096  # a key file is a few dozen bytes; refuse to slurp /dev/zero
 
@@ -91,8 +96,9 @@ class Config:
     bucket: str  # bare bucket name, no s3:// and no sub-path
     prefix: str  # "" or a sub-path without leading/trailing slash ("a/b")
     mountpoint: Path  # absolute
-    access_key: Secret
-    secret_key: Secret
+    access_key: Secret | None = None  # None with credentials="aws"
+    secret_key: Secret | None = None
+    credentials: str = "keys"  # keys | aws (the AWS chain: run_s3fs.awscreds)
     url: str | None = None  # endpoint URL; None = AWS
     region: str | None = None
     backend: str = "auto"  # auto | s3fs | python
@@ -113,6 +119,18 @@ class Config:
     def option_names(self) -> set[str]:
         """The names of the extra options (`uid=1000` → `uid`)."""
         return {opt.split("=", 1)[0] for opt in self.options}
+
+    def option(self, name: str) -> str | None:
+        """The value of option `name` ("" if it has none), or None if it is not given."""
+        for opt in self.options:
+            key, sep, value = opt.partition("=")
+            if key == name:
+                return value if sep else ""
+        return None
+
+    def secrets(self) -> tuple[str, ...]:
+        """The key values, for scrubbing."""
+        return tuple(s.reveal() for s in (self.access_key, self.secret_key) if s is not None)
 
 
 @dataclass(frozen=True)
@@ -448,38 +466,20 @@ class _Validator:
         value = self.get("S3FS_URL")
         if value is None:
             return None
-        from urllib.parse import urlsplit
+        from run_s3fs.endpoint import BadURL, check_url
 
         how = "write it as http(s)://host[:port][/path], e.g. https://s3.example.com"
+        # The launcher passes the URL inside one -o list, where a comma or a space splits it.
         if _has_control(value) or any(ch.isspace() for ch in value) or "," in value:
             self.problem("S3FS_URL", f"contains whitespace, a comma or a control character: {how}")
             return None
         try:
-            parts = urlsplit(value)
-            port = parts.port
-        except ValueError:
-            self.problem("S3FS_URL", f"is not a valid URL: {how}")
+            return check_url(value)
+        except BadURL as e:
+            if "@" in value:
+                how = "put keys in S3FS_ACCESSKEY/S3FS_SECRETKEY"  # and never echo user:password
+            self.problem("S3FS_URL", f"{e}: {how}")
             return None
-        if parts.scheme.lower() not in ("http", "https"):
-            self.problem("S3FS_URL", f"must start with http:// or https://: {how}")
-            return None
-        if "@" in parts.netloc:
-            # Don't echo it: user:password@ would be a secret.
-            self.problem(
-                "S3FS_URL",
-                "must not contain user:password@; put keys in S3FS_ACCESSKEY/S3FS_SECRETKEY",
-            )
-            return None
-        if not parts.hostname:
-            self.problem("S3FS_URL", f"has no host name: {how}")
-            return None
-        if port == 0:
-            self.problem("S3FS_URL", f"has port 0: {how}")
-            return None
-        if parts.query or parts.fragment:
-            self.problem("S3FS_URL", f"must not have a ?query or #fragment: {how}")
-            return None
-        return value.rstrip("/")
 
     def region(self) -> str | None:
         value = self.get("S3FS_REGION")
@@ -637,29 +637,103 @@ def _length_warnings(
     return found
 
 
+def _credentials(v: _Validator) -> tuple[str, str | None, str | None]:
+    """(mode, access key, secret key): keys by default, the AWS chain on request; keys
+    together with S3FS_CREDENTIALS=aws, or neither, is a problem (nothing silently wins)."""
+    given = v.get("S3FS_CREDENTIALS")
+    explicit = given is not None
+    mode = v.choice("S3FS_CREDENTIALS", CREDENTIALS, "keys")
+    if given is not None and given.lower() not in CREDENTIALS:
+        return mode, None, None  # that one problem says it all
+    keys = [n for n in KEY_VARIABLES if v.raw.get(n) is not None and v.raw[n].value != ""]
+    if mode == "aws":
+        if keys:
+            v.problems.append(
+                f"S3FS_CREDENTIALS=aws{v.where('S3FS_CREDENTIALS')} and "
+                + ", ".join(f"{n}{v.where(n)}" for n in keys)
+                + " are both set: unset the keys to use the AWS credential chain, or unset"
+                " S3FS_CREDENTIALS to use the keys"
+            )
+        return mode, None, None
+    if not explicit and not keys:
+        v.problems.append(
+            "S3FS_ACCESSKEY and S3FS_SECRETKEY are not set, and neither is S3FS_CREDENTIALS:"
+            " set the keys (or S3FS_ACCESSKEY_FILE and S3FS_SECRETKEY_FILE, files holding"
+            " them), or set S3FS_CREDENTIALS=aws to use the AWS credential chain (AWS_*"
+            " variables, AWS_PROFILE, web identity, the container's or instance's role)"
+        )
+        return mode, None, None
+    return mode, v.key("S3FS_ACCESSKEY", "access key id"), v.key("S3FS_SECRETKEY", "secret key")
+
+
+def _credential_options(v: _Validator, mode: str, options: tuple[str, ...]) -> None:
+    names = [o.split("=", 1)[0] for o in options if o.split("=", 1)[0] in CREDENTIAL_OPTIONS]
+    if names and mode != "aws":
+        v.problem(
+            "S3FS_OPTIONS",
+            f"has {names[0]}, which chooses temporary credentials: set S3FS_CREDENTIALS=aws"
+            " (and unset the keys), or drop it",
+        )
+    elif len(names) > 1:
+        v.problem("S3FS_OPTIONS", f"has {' and '.join(names)}: each chooses one source; keep one")
+    for opt in options:
+        name, sep, value = opt.partition("=")
+        if name == "profile" and not value:
+            v.problem("S3FS_OPTIONS", "has profile without a name: write profile=NAME")
+        if name == "ecs" and sep:
+            v.problem("S3FS_OPTIONS", "has ecs=…: ecs takes no value")
+
+
+def _endpoint_region(
+    v: _Validator, region: str | None, options: tuple[str, ...]
+) -> tuple[str | None, tuple[str, ...]]:
+    """`endpoint=REGION` in S3FS_OPTIONS (s3fs's name for the signing region): the region
+    when S3FS_REGION is unset, a problem only when the two disagree. Taken out of the
+    options either way: the plan passes the region on itself."""
+    kept = []
+    for opt in options:
+        name, _, value = opt.partition("=")
+        if name != "endpoint":
+            kept.append(opt)
+            continue
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}", value):
+            v.problem("S3FS_OPTIONS", "has endpoint= without a region name (e.g. eu-west-1)")
+        elif region is None:
+            region = value
+            v.sources["S3FS_REGION"] = "S3FS_OPTIONS endpoint="
+        elif value != region:
+            v.problem(
+                "S3FS_OPTIONS",
+                f"has endpoint={value}, but S3FS_REGION{v.where('S3FS_REGION')} is {region}:"
+                " both name the signing region; keep one",
+            )
+    return region, tuple(kept)
+
+
 def validate(raw: Mapping[str, Sourced]) -> Config:
     """Check every variable; return the Config or raise ConfigError listing every problem."""
     v = _Validator(raw)
     bucket, prefix = v.bucket()
     mountpoint = v.mountpoint()
-    access = v.key("S3FS_ACCESSKEY", "access key id")
-    secret = v.key("S3FS_SECRETKEY", "secret key")
+    mode, access, secret = _credentials(v)
     url = v.url()
     region = v.region()
     backend = v.choice("S3FS_BACKEND", BACKENDS, "auto")
     loglevel = v.choice("S3FS_LOGLEVEL", LOGLEVELS, "info")
     guard = v.choice("S3FS_GUARD", GUARDS, "on")
     options = v.options([s for s in (access, secret) if s])
+    _credential_options(v, mode, options)
+    region, options = _endpoint_region(v, region, options)
     passwd_file = v.passwd_file()
     if v.problems:
         raise ConfigError(v.problems)
-    assert access is not None and secret is not None
     return Config(
         bucket=bucket,
         prefix=prefix,
         mountpoint=mountpoint,
-        access_key=Secret(access),
-        secret_key=Secret(secret),
+        access_key=Secret(access) if access is not None else None,
+        secret_key=Secret(secret) if secret is not None else None,
+        credentials=mode,
         url=url,
         region=region,
         backend=backend,
@@ -680,8 +754,3 @@ def load(
 ) -> Config:
     """validate(gather(...)): the one call a launch needs."""
     return validate(gather(flags, environ, env_file, environment_json))
-
-
-def current_environ() -> Mapping[str, str]:
-    """The process environment (a function so tests and callers can see where it is read)."""
-    return os.environ

@@ -32,17 +32,19 @@ def check_url(url: str) -> str:
     A user:password@ part is refused without repeating it: it would be a secret."""
     try:
         parts = urlsplit(url)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
+        port = parts.port
     except ValueError:
-        raise BadURL("not a valid URL") from None
+        raise BadURL("is not a valid URL") from None
     if parts.scheme.lower() not in ("http", "https"):
         raise BadURL("must start with http:// or https://")
     if "@" in parts.netloc:
         raise BadURL("must not contain user:password@")
     if not parts.hostname:
         raise BadURL("has no host name")
+    if port == 0:
+        raise BadURL("has port 0")
     if parts.query or parts.fragment:
-        raise BadURL("must not have a query or a fragment")
+        raise BadURL("must not have a ?query or #fragment")
     return url.rstrip("/")
 
 

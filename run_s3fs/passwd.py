@@ -27,10 +27,12 @@ from run_s3fs.errors import CantCreateError
 
 def content(config: Config) -> Secret:
     """The file's text. s3fs reads `ACCESS:SECRET`; one line, no whitespace."""
+    assert config.access_key is not None and config.secret_key is not None
     return Secret(f"{config.access_key.reveal()}:{config.secret_key.reveal()}\n")
 
 
 def redacted_content(config: Config) -> str:
+    assert config.access_key is not None and config.secret_key is not None
     return f"{config.access_key.redacted()}:{config.secret_key.redacted()}"
 
 

@@ -12,12 +12,16 @@ front end fails: a request that got an error had no effect, so any retry is safe
 With `region=`, it also plays a bucket that lives in that region: a request signed for
 another one is answered as S3 answers it (a 301 PermanentRedirect, or a 400
 AuthorizationHeaderMalformed naming the region), with x-amz-bucket-region.
+
+With `sse_c=SseCRules()` (ssec_rules.py) it enforces S3's SSE-C rules, which moto lacks.
+`requests` keeps the latest requests with their headers (names lowercased).
 """
 
 from __future__ import annotations
 
 import http.client
 import random
+import re
 import socket
 import threading
 import time
@@ -25,6 +29,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
+
+from ssec_rules import SseCRules
 
 _ERROR_BODIES = {
     500: (
@@ -93,6 +99,7 @@ class FaultProxy:
         seed: int = 0,
         region: str | None = None,
         region_answer: str = "redirect",
+        sse_c: SseCRules | None = None,
     ):
         parts = urlsplit(upstream_url)
         self.region = region
@@ -103,6 +110,10 @@ class FaultProxy:
         # The latest requests ("HEAD /bucket/key"), for tests that count requests to say
         # which ones they saw.
         self.seen: deque[str] = deque(maxlen=1000)
+        # The bytes each ranged GET asked for, in the same order (for read-ahead tests).
+        self.ranges: deque[int] = deque(maxlen=1000)
+        self.requests: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=1000)
+        self.sse_c = sse_c
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
         self._down = threading.Event()
@@ -216,6 +227,11 @@ class FaultProxy:
                 body = self._read_body()
                 proxy.stats.count("requests")
                 proxy.seen.append(f"{self.command} {self.path}")
+                asked = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
+                if asked:
+                    proxy.ranges.append(int(asked[2]) - int(asked[1]) + 1)
+                headers = {k.lower(): v for k, v in self.headers.items()}
+                proxy.requests.append((self.command, self.path, headers))
                 if proxy._down.is_set():
                     proxy.stats.count("refused")
                     self._reset()
@@ -238,6 +254,11 @@ class FaultProxy:
                 if fault == "delay":
                     proxy.stats.count("delayed")
                     time.sleep(proxy.rates.delay_seconds)
+                if proxy.sse_c is not None:
+                    refusal = proxy.sse_c.check(self.command, self.path, headers)
+                    if refusal:
+                        self._error(*refusal)
+                        return
                 self._forward(body)
 
             def _forward(self, body: bytes) -> None:
@@ -255,7 +276,15 @@ class FaultProxy:
                 finally:
                     conn.close()
                 proxy.stats.count("forwarded")
+                extra: list[tuple[str, str]] = []
+                if proxy.sse_c is not None:
+                    sent = {k.lower(): v for k, v in headers.items()}
+                    extra = proxy.sse_c.answered(
+                        self.command, self.path, sent, response.status, body, payload
+                    )
                 self.send_response(response.status, response.reason)
+                for key, value in extra:
+                    self.send_header(key, value)
                 for key, value in response.getheaders():
                     # A HEAD answer's Content-Length is the object's size: pass it on.
                     if key.lower() in _HOP_BY_HOP or (

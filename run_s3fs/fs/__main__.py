@@ -1,5 +1,10 @@
 """`python -m run_s3fs.fs BUCKET[:/prefix] MOUNTPOINT -f -o opt,opt=val …` (s3fs's shape).
 
+Credentials: -o passwd_file=FILE, the AWS_* environment keys or ~/.passwd-s3fs (fixed
+keys); or temporary ones, refreshed ahead of expiry: -o iam_role[=NAME|auto] (the EC2
+instance profile), -o ecs (container credentials), -o profile=NAME (the AWS shared
+files), -o credentials=aws (the whole AWS credential chain).
+
 Checks everything it can before mounting (options, credentials, the bucket, the
 mountpoint) and exits non-zero with one line if something is wrong; then serves the
 mount in the foreground until SIGTERM/SIGINT or an unmount, uploads whatever is still
@@ -65,6 +70,7 @@ def engine_settings(opts: Options, probe: bool = False):
     """The engine's settings from the options; a probe's are bounded (one retry, short
     timeouts), so a start against a dead endpoint fails within seconds."""
     from run_s3fs.endpoint import is_aws
+    from run_s3fs.fs import sse
     from run_s3fs.fs.engine import EngineSettings
 
     url = opts.url if opts.url_given else None
@@ -88,11 +94,12 @@ def engine_settings(opts: Options, probe: bool = False):
         singlepart_copy_limit=opts.singlepart_copy_limit,
         max_connections=opts.multireq_max + 2 * opts.parallel_count + opts.max_thread_count,
         verify_tls=opts.verify_tls,
+        **sse.engine_fields(opts, os.environ, is_aws(url), quiet=probe),
     )
 
 
-def probe_bucket(opts: Options, creds: credentials.Credentials) -> None:
-    """A bounded check that the bucket exists and the keys work, before mounting."""
+def probe_bucket(opts: Options, creds: credentials.Source) -> None:
+    """A bounded check that the bucket exists and the credentials work, before mounting."""
     from run_s3fs.fs.engine import open_engine
 
     engine = open_engine(engine_settings(opts, probe=True), creds)
@@ -104,9 +111,14 @@ def probe_bucket(opts: Options, creds: credentials.Credentials) -> None:
         if code == "NoSuchBucket" or e.errno == errno.ENOENT:
             raise UnavailableError(f"bucket {opts.bucket} does not exist at {where}") from None
         if e.errno == errno.EACCES:
+            check = (
+                "check the access key, the secret key and the bucket's policy"
+                if isinstance(creds, credentials.StaticSource)
+                else f"check that the role behind {creds.describe()} may use the bucket"
+            )
             raise PermissionDeniedError(
                 f"access to bucket {opts.bucket} at {where} denied ({code or 'forbidden'}): "
-                "check the access key, the secret key and the bucket's policy"
+                + check
             ) from None
         raise UnavailableError(f"cannot reach {where} for bucket {opts.bucket}: {e}") from None
     finally:
@@ -165,7 +177,7 @@ def return_big_buffers_to_the_system() -> None:
         pass  # not glibc: nothing to tune
 
 
-def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spool_dir: str) -> int:
+def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_dir: str) -> int:
     return_big_buffers_to_the_system()
     # mfusepy picks a libfuse when imported; without this it finds libfuse2 (s3fs's).
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -240,6 +252,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
         fuse_options["allow_other"] = True
     if opts.read_only:
         fuse_options["ro"] = True
+    log.info("credentials: %s", creds.describe())
     log.info(
         "mounting bucket %s%s at %s (stat cache %.0fs, spool %s)",
         opts.bucket,
@@ -263,6 +276,7 @@ def serve(opts: Options, creds: credentials.Credentials, st: os.stat_result, spo
             return 1
     finally:
         engine.close()
+        creds.close()
         shutil.rmtree(spool_dir, ignore_errors=True)
     if core.failures:
         log.error("%d file(s) could not be uploaded; see the UNSAVED lines above", core.failures)
@@ -281,7 +295,9 @@ def main(argv: list[str] | None = None) -> int:
         setup_logging(opts.log_level)
         if opts.ignored:
             log.warning("ignoring options that do not apply here: %s", ", ".join(opts.ignored))
-        creds = credentials.load(opts.passwd_file, opts.bucket)
+        creds = credentials.open_for(
+            opts.passwd_file, opts.bucket, opts.chain, opts.iam_role, opts.profile
+        )
         st = check_mountpoint(opts.mountpoint)
         probe_bucket(opts, creds)
         spool_dir = prepare_spool(opts)

@@ -1,5 +1,14 @@
-"""Where the access keys come from, by s3fs's rules: `-o passwd_file`, the AWS environment
-variables, then ~/.passwd-s3fs and /etc/passwd-s3fs. Never the command line.
+"""Where the credentials come from, as a *source* the engine asks at every signing.
+
+By s3fs's rules: `-o iam_role[=NAME]` (the EC2 instance profile), `-o ecs` (container
+credentials), `-o profile=NAME` (the AWS shared files), and run-s3fs's own
+`-o credentials=aws` (the whole AWS chain: what S3FS_CREDENTIALS=aws hands over) are
+temporary credentials, refreshed ahead of expiry (run_s3fs.awscreds). Otherwise fixed
+keys: `-o passwd_file`, the AWS environment variables, then ~/.passwd-s3fs and
+/etc/passwd-s3fs. Never the command line.
+
+A source has describe() (one line, no secret), get(), invalidate(creds) (S3 refused
+them: True if there are others to try) and close().
 
 Error texts follow s3fs's so that a message found in s3fs's FAQ also fits here; none of
 them holds a key.
@@ -10,20 +19,44 @@ from __future__ import annotations
 import errno
 import os
 import stat
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from typing import Protocol
 
+from run_s3fs.awscreds import Credentials, classify, open_source
 from run_s3fs.errors import ConfigError
 
+__all__ = ["Credentials", "Source", "StaticSource", "load", "open_for"]
 
-@dataclass(frozen=True)
-class Credentials:
-    access_key: str = field(repr=False)
-    secret_key: str = field(repr=False)
-    session_token: str | None = field(default=None, repr=False)
-    source: str = ""
 
-    def __repr__(self) -> str:  # never print a key, whatever the caller does
-        return f"Credentials(source={self.source!r})"
+class Source(Protocol):
+    def describe(self) -> str: ...
+
+    def get(self) -> Credentials: ...
+
+    def invalidate(self, creds: object) -> bool: ...
+
+    def close(self) -> None: ...
+
+
+class StaticSource:
+    """Fixed keys: nothing to refresh."""
+
+    def __init__(self, creds: Credentials) -> None:
+        self._creds = creds
+        self.fixed = creds  # the engine signs with these as they are
+
+    def describe(self) -> str:
+        token = " with a session token" if self._creds.session_token else ""
+        return f"keys from {self._creds.source}{token}"
+
+    def get(self) -> Credentials:
+        return self._creds
+
+    def invalidate(self, creds: object) -> bool:
+        return False
+
+    def close(self) -> None:
+        pass
 
 
 def _open_private(path: str) -> int:
@@ -129,3 +162,30 @@ def load(passwd_file: str | None, bucket: str, env: dict[str, str] | None = None
         "no credentials: give -o passwd_file=FILE (ACCESS_KEY:SECRET_KEY, mode 0600) "
         "or set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY"
     )
+
+
+def open_for(
+    passwd_file: str | None,
+    bucket: str,
+    chain: str | None,
+    iam_role: str | None,
+    profile: str | None,
+    env: Mapping[str, str] | None = None,
+) -> Source:
+    """The source the options ask for, its first credentials in hand.
+
+    `chain`: "aws" (the whole AWS chain) or "ecs" (container credentials); `iam_role`:
+    the role name, "auto" or "" for the instance's one; `profile`: a shared-files profile.
+    """
+    environ = os.environ if env is None else env
+    if iam_role is not None:
+        found = classify(environ, imds=True, imds_role=iam_role if iam_role != "auto" else None)
+    elif chain == "ecs":
+        found = classify(environ, container=True)
+    elif profile is not None:
+        found = classify(environ, profile=profile)
+    elif chain == "aws":
+        found = classify(environ)
+    else:
+        return StaticSource(load(passwd_file, bucket, dict(environ)))
+    return open_source(found, environ)

@@ -7,6 +7,7 @@ with an errno; anything else is logged and becomes EIO, so no bug kills the daem
 
 from __future__ import annotations
 
+import ctypes
 import errno
 import functools
 import logging
@@ -28,18 +29,7 @@ QUIET_ERRNOS = frozenset({errno.ENOENT, errno.EEXIST, errno.ENOTEMPTY, errno.ENO
 
 def stat_of(attr: Attr) -> dict[str, int]:
     """The dict mfusepy's getattr expects (use_ns=True: times in nanoseconds)."""
-    return {
-        "st_mode": attr.mode,
-        "st_size": attr.size,
-        "st_uid": attr.uid,
-        "st_gid": attr.gid,
-        "st_nlink": 2 if attr.is_dir else 1,
-        "st_mtime": attr.mtime_ns,
-        "st_ctime": attr.ctime_ns,
-        "st_atime": attr.atime_ns,
-        "st_blksize": 4096,
-        "st_blocks": (attr.size + 511) // 512,
-    }
+    return attr.to_fuse()
 
 
 def operation(method: Callable) -> Callable:
@@ -105,7 +95,7 @@ class FuseAdapter(mfusepy.Operations):
     # --- attributes -------------------------------------------------------------------
 
     @operation
-    def getattr(self, path: str, fh: Any = None) -> dict[str, int]:
+    def getattr(self, path: str | None, fh: Any = None) -> dict[str, int]:
         return stat_of(self.core.getattr(path, getattr(fh, "fh", 0) if fh is not None else 0))
 
     @operation
@@ -176,8 +166,16 @@ class FuseAdapter(mfusepy.Operations):
         return 0
 
     @operation
-    def read(self, path: str, size: int, offset: int, fi: Any) -> bytes:
-        return self.core.read(fi.fh, offset, size)
+    def read(self, path: str, size: int, offset: int, fi: Any) -> Any:
+        data = self.core.read(fi.fh, offset, size)
+        if isinstance(data, memoryview):
+            # mfusepy copies what we return into the kernel's buffer with memmove, which
+            # takes bytes or a ctypes object: a ctypes array over the view costs no copy.
+            try:
+                return (ctypes.c_char * len(data)).from_buffer(data)
+            except TypeError:  # a read-only view
+                return bytes(data)
+        return data
 
     @operation
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:

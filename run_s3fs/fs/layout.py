@@ -26,6 +26,17 @@ DEFAULT_FILE_PERM = 0o640
 DEFAULT_DIR_PERM = 0o750
 SYMLINK_MODE = stat.S_IFLNK | 0o777  # 41471, what s3fs writes
 
+# The kinds mknod makes: s3fs stores each as an empty object whose x-amz-meta-mode has
+# the type bits (its s3fs_mknod; it keeps no device number, we add x-amz-meta-rdev).
+SPECIAL_TYPES = frozenset((stat.S_IFIFO, stat.S_IFCHR, stat.S_IFBLK, stat.S_IFSOCK))
+DEVICE_TYPES = frozenset((stat.S_IFCHR, stat.S_IFBLK))
+
+# Name limits. NAME_MAX and PATH_MAX as Linux; S3 refuses keys over 1,024 bytes (UTF-8),
+# so no path whose key (the mount's prefix included) would be longer can exist.
+NAME_MAX = 255
+PATH_MAX = 4096  # with the terminating NUL, as the kernel counts
+KEY_MAX = 1024
+
 NS = 1_000_000_000
 
 
@@ -41,6 +52,9 @@ class Attr:
     ctime_ns: int
     atime_ns: int
     etag: str = ""
+    rdev: int = 0  # a device's number (Linux encoding, os.makedev), from x-amz-meta-rdev
+    # As stat shows it: only getattr sets it (a directory's count comes from listings).
+    nlink: int = 1
     # Every other x-amz-meta-* header the object had (s3fs's xattr, other tools' own),
     # sorted (name, value) pairs: written back unchanged on every rewrite of the object.
     extra: tuple[tuple[str, str], ...] = ()
@@ -60,7 +74,8 @@ class Attr:
             "st_size": self.size,
             "st_uid": self.uid,
             "st_gid": self.gid,
-            "st_nlink": 2 if self.is_dir else 1,
+            "st_nlink": self.nlink,
+            "st_rdev": self.rdev,
             "st_mtime": self.mtime_ns,
             "st_ctime": self.ctime_ns,
             "st_atime": self.atime_ns,
@@ -107,6 +122,20 @@ def dir_key(path: str, prefix: str = "") -> str:
     """The key of a directory's marker and the listing prefix of its children: `a/b/`."""
     key = path_to_key(path, prefix)
     return f"{key}/" if key and not key.endswith("/") else key
+
+
+def byte_length(text: str) -> int:
+    """Bytes of a name as the kernel and S3 count them (undecodable bytes kept as such)."""
+    return len(text.encode("utf-8", "surrogateescape"))
+
+
+def name_too_long(path: str, key: str) -> bool:
+    """True if `path` cannot exist: a component over NAME_MAX, the whole over PATH_MAX,
+    or its key (`key`: the object's, or the marker's for a directory) over S3's limit.
+    Answered ENAMETOOLONG before any request, so nothing is ever half made."""
+    if byte_length(key) > KEY_MAX or byte_length(path) >= PATH_MAX:
+        return True
+    return any(byte_length(part) > NAME_MAX for part in path.split("/"))
 
 
 def child_name(key: str, listing_prefix: str) -> str | None:
@@ -162,9 +191,12 @@ def parse_int(value: str | None, base: int = 0) -> int | None:
         return None
 
 
-def encode_meta(mode: int, uid: int, gid: int, mtime_ns: int, ctime_ns: int, atime_ns: int) -> dict:
-    """The x-amz-meta-* headers s3fs writes (boto3's Metadata dict: names without the prefix)."""
-    return {
+def encode_meta(
+    mode: int, uid: int, gid: int, mtime_ns: int, ctime_ns: int, atime_ns: int, rdev: int = 0
+) -> dict:
+    """The x-amz-meta-* headers s3fs writes (boto3's Metadata dict: names without the
+    prefix), and a device's number, which s3fs does not keep (it shows 0)."""
+    meta = {
         "mode": str(mode),
         "uid": str(uid),
         "gid": str(gid),
@@ -172,10 +204,13 @@ def encode_meta(mode: int, uid: int, gid: int, mtime_ns: int, ctime_ns: int, ati
         "ctime": format_time(ctime_ns),
         "atime": format_time(atime_ns),
     }
+    if rdev:
+        meta["rdev"] = str(rdev)
+    return meta
 
 
 # The headers encode_meta writes; any other user metadata is carried in Attr.extra.
-OWN_META = frozenset(("mode", "uid", "gid", "mtime", "ctime", "atime"))
+OWN_META = frozenset(("mode", "uid", "gid", "mtime", "ctime", "atime", "rdev"))
 
 
 def foreign_meta(metadata: Mapping[str, str]) -> tuple[tuple[str, str], ...]:
@@ -189,7 +224,9 @@ def object_meta(attr: Attr) -> dict:
     rename and rewrites; dropping them would, for one, erase an s3fs mount's xattrs."""
     return {
         **dict(attr.extra),
-        **encode_meta(attr.mode, attr.uid, attr.gid, attr.mtime_ns, attr.ctime_ns, attr.atime_ns),
+        **encode_meta(
+            attr.mode, attr.uid, attr.gid, attr.mtime_ns, attr.ctime_ns, attr.atime_ns, attr.rdev
+        ),
     }
 
 
@@ -297,6 +334,7 @@ def decode_attr(
         ctime_ns=lm_ns if ctime is None else ctime,
         atime_ns=lm_ns if atime is None else atime,
         etag=etag,
+        rdev=(parse_int(meta.get("rdev"), 10) or 0) if file_type in DEVICE_TYPES else 0,
         extra=foreign_meta(meta),
     )
 
@@ -319,12 +357,6 @@ def _first_time(meta: Mapping[str, str], names: tuple[str, ...]) -> int | None:
 def implicit_dir_attr(uid: int, gid: int, mtime_ns: int = 0) -> Attr:
     """A directory that exists only because keys lie under it (s3fs: 0750, mtime 0)."""
     return Attr(stat.S_IFDIR | DEFAULT_DIR_PERM, 0, uid, gid, mtime_ns, mtime_ns, mtime_ns)
-
-
-def listing_attr(size: int, last_modified: datetime | None, uid: int, gid: int) -> Attr:
-    """A provisional file attribute from a listing entry alone (no HEAD yet)."""
-    ns = int(last_modified.timestamp()) * NS if last_modified else 0
-    return Attr(stat.S_IFREG | DEFAULT_FILE_PERM, size, uid, gid, ns, ns, ns)
 
 
 def content_type_for(name: str) -> str:

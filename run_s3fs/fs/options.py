@@ -10,16 +10,27 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass, field
-from urllib.parse import urlsplit
 
 from run_s3fs.errors import UsageError
 
 MIB = 1024 * 1024
 MAX_ID = 2**32 - 2  # uid/gid: (uid_t)-1 means "no change" to the kernel
 MAX_PART_MB = 5 * 1024  # S3's largest part
+# s3fs's storage_class values (its help), as S3 spells them.
+STORAGE_CLASSES = (
+    "STANDARD",
+    "STANDARD_IA",
+    "ONEZONE_IA",
+    "REDUCED_REDUNDANCY",
+    "INTELLIGENT_TIERING",
+    "GLACIER",
+    "GLACIER_IR",
+    "DEEP_ARCHIVE",
+)
+SSE_FORMS = "use_sse, use_sse=kmsid:KEY_ID, use_sse=kmsid, use_sse=custom:FILE or use_sse=custom"
 
 # s3fs options that make sense only for s3fs's own machinery (curl, its disk cache,
-# IAM roles, SSE…): accepted, reported as ignored.
+# IAM roles…): accepted, reported as ignored.
 _KNOWN_IGNORED = frozenset(
     {
         "use_cache",
@@ -37,13 +48,7 @@ _KNOWN_IGNORED = frozenset(
         "notsup_compat_dir",
         "nomultipart",
         "default_acl",
-        "storage_class",
-        "use_rrs",
-        "use_sse",
-        "load_sse_c",
-        "iam_role",
         "ibm_iam_auth",
-        "ecs",
         "public_bucket",
         "noxmlns",
         "nocopyapi",
@@ -53,7 +58,6 @@ _KNOWN_IGNORED = frozenset(
         "complement_stat",
         "logfile",
         "nodnscache",
-        "requester_pays",
         "listobjectsv2",
         "kernel_cache",
         "auto_cache",
@@ -70,7 +74,6 @@ _KNOWN_IGNORED = frozenset(
         "noexec",
         "rw",
         "noauto",
-        "_netdev",
         "user",
         "users",
         "auto",
@@ -87,6 +90,11 @@ class Options:
     debug: bool = False
     single_thread: bool = False
     passwd_file: str | None = None
+    # Temporary credentials (run_s3fs.fs.credentials): iam_role ("" or "auto": the
+    # instance's role), `ecs` or credentials=aws (chain "ecs" / "aws"), profile=NAME.
+    iam_role: str | None = None
+    chain: str | None = None
+    profile: str | None = None
     url: str = "https://s3.amazonaws.com"
     url_given: bool = False
     use_path_request_style: bool = False
@@ -118,6 +126,13 @@ class Options:
     tmpdir: str | None = None
     shutdown_grace: float = 8.0  # under supervisord's default stopwaitsecs (10)
     upload_retry_interval: float = 30.0
+    # Server-side encryption (use_sse): "" none, "s3" SSE-S3, "kms" SSE-KMS, "c" SSE-C;
+    # sse.py turns these into request headers at startup.
+    sse: str = ""
+    sse_kms_id: str | None = None  # None with "kms": from AWSSSEKMSID
+    sse_c_file: str | None = None  # use_sse=custom:FILE or load_sse_c=FILE; else AWSSSECKEYS
+    storage_class: str = "STANDARD"
+    requester_pays: bool = False
     ignored: tuple[str, ...] = field(default=())
 
 
@@ -217,21 +232,32 @@ def parse_args(argv: list[str]) -> Options:
     ignored: list[str] = []
     for name, value in raw:
         _apply(name, value, values, ignored)
+    chosen = [n for n in ("passwd_file", "iam_role", "chain", "profile") if n in values]
+    if len(chosen) > 1:
+        names = {"chain": "ecs" if values.get("chain") == "ecs" else "credentials=aws"}
+        raise UsageError(
+            "-o " + " and ".join(names.get(n, n) for n in chosen) + ": each chooses where the"
+            " credentials come from; give only one"
+        )
     if values.get("max_thread_count", 10) < 1 or values.get("parallel_count", 5) < 1:
         raise UsageError("-o parallel_count / max_thread_count must be at least 1")
+    if values.get("storage_class") == "REDUCED_REDUNDANCY" and values.get("sse"):
+        # s3fs refuses this pair too
+        raise UsageError("-o use_sse cannot be combined with storage class REDUCED_REDUNDANCY")
     return Options(**values, ignored=tuple(ignored))
 
 
 def _url(value: str) -> str:
     """An http(s) endpoint with a host, without the trailing slash."""
+    from run_s3fs.endpoint import BadURL, check_url
+
     try:
-        parts = urlsplit(value)
-        parts.port  # noqa: B018 - raises ValueError for a malformed port
-    except ValueError as e:
-        raise UsageError(f"-o url={value}: not a valid URL ({e})") from None
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"-o url={value}: must be http://HOST[:PORT] or https://HOST[:PORT]")
-    return value.rstrip("/")
+        return check_url(value)
+    except BadURL as e:
+        shown = "(not shown: it holds user:password@)" if "@" in value else value
+        raise UsageError(
+            f"-o url={shown}: {e}; write it as http://HOST[:PORT] or https://HOST[:PORT]"
+        ) from None
 
 
 def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> None:
@@ -249,7 +275,25 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
     elif name == "use_path_request_style":
         values["use_path_request_style"] = True
     elif name in ("endpoint", "region"):
-        values["region"] = need()
+        region = need()
+        if values.get("region", region) != region:
+            raise UsageError(
+                f"-o {name}={region} disagrees with the region given before "
+                f"({values['region']}): endpoint= and region= both name the signing region"
+            )
+        values["region"] = region
+    elif name == "iam_role":
+        values["iam_role"] = value or "auto"  # bare iam_role: the instance's role
+    elif name == "ecs":
+        values["chain"] = "ecs"
+    elif name == "credentials":
+        if value != "aws":
+            raise UsageError(f"-o credentials={value}: the only value is aws (the AWS chain)")
+        values["chain"] = "aws"
+    elif name == "profile":
+        values["profile"] = need()
+    elif name == "_netdev":
+        pass  # an fstab flag (mount after the network is up), for mount(8) not for us
     elif name == "allow_other":
         values["allow_other"] = True
     elif name == "ro":
@@ -300,6 +344,26 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
         values[name] = _float(name, need())
     elif name == "tmpdir":
         values["tmpdir"] = need()
+    elif name == "use_sse":
+        _use_sse(value, values)
+    elif name == "load_sse_c":
+        values["sse_c_file"] = need()
+    elif name == "storage_class":
+        storage_class = need().upper()  # s3fs takes any case; S3 wants upper case
+        if storage_class not in STORAGE_CLASSES:
+            raise UsageError(
+                f"-o storage_class={value}: use one of {', '.join(STORAGE_CLASSES).lower()}"
+            )
+        values["storage_class"] = storage_class
+    elif name == "use_rrs":
+        # s3fs's old spelling of storage_class=reduced_redundancy (use_rrs=0: standard)
+        if value not in (None, "", "1", "0"):
+            raise UsageError(f"-o use_rrs={value}: use use_rrs, use_rrs=1 or use_rrs=0")
+        values["storage_class"] = "STANDARD" if value == "0" else "REDUCED_REDUNDANCY"
+    elif name == "requester_pays":
+        if value not in (None, "", "1"):
+            raise UsageError(f"-o requester_pays={value}: use requester_pays alone")
+        values["requester_pays"] = True
     elif name in ("nonempty", "f2"):
         # libfuse3 mounts over a non-empty directory anyway; accepted for s3fs command lines.
         pass
@@ -307,3 +371,39 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
         ignored.append(name)
     else:
         ignored.append(f"{name} (unknown)")
+
+
+def _use_sse(value: str | None, values: dict) -> None:
+    """s3fs's use_sse forms: none or 1 (SSE-S3); kmsid[:ID] or k[:ID] (SSE-KMS, the id
+    from AWSSSEKMSID when not given); custom[:FILE] or c[:FILE] (SSE-C, keys from FILE,
+    load_sse_c or AWSSSECKEYS); a key file's path alone (s3fs's old form of custom:)."""
+    text = value or ""
+    kind, sep, arg = text.partition(":")
+    kms_id = values.get("sse_kms_id")
+    if text in ("", "1"):
+        sse = "s3"
+    elif kind in ("kmsid", "k"):
+        sse = "kms"
+        if sep:
+            if not arg:
+                raise UsageError(f"-o use_sse={value}: the KMS key id after {kind}: is empty")
+            kms_id = arg
+    elif kind in ("custom", "c"):
+        sse = "c"
+        if sep:
+            if not arg:
+                raise UsageError(f"-o use_sse={value}: the key file after {kind}: is empty")
+            values["sse_c_file"] = arg
+    elif "/" in text:
+        sse = "c"
+        values["sse_c_file"] = text
+    else:
+        raise UsageError(f"-o use_sse={value}: use {SSE_FORMS}")
+    if values.get("sse", sse) != sse:
+        raise UsageError(
+            f"-o use_sse={value}: conflicts with an earlier use_sse (one kind of"
+            " encryption per mount)"
+        )
+    values["sse"] = sse
+    if kms_id is not None:
+        values["sse_kms_id"] = kms_id

@@ -198,3 +198,102 @@ def test_raw_objects_match_between_backends(written: dict, s3c: Any) -> None:
         assert a["size"] == b["size"], key
         if key.endswith("/") or stat.S_ISLNK(int(a["meta"].get("mode", "0"), 0)):
             assert a["content_type"] == b["content_type"], key
+
+
+# --- special files -------------------------------------------------------------------------
+
+# name → (type, permissions, device number, mtime): made by mkfifo, bind() and mknod,
+# then chmod'ed and utime'd, through whichever backend writes.
+SPECIALS = {
+    "fifo": (stat.S_IFIFO, 0o640, 0, 1_600_000_000),
+    "socket": (stat.S_IFSOCK, 0o755, 0, 1_600_000_100),
+    "chardev": (stat.S_IFCHR, 0o620, os.makedev(1, 3), 1_600_000_200),
+    "blockdev": (stat.S_IFBLK, 0o660, os.makedev(7, 300), 1_600_000_300),
+}
+
+
+def build_specials(root: Path) -> None:
+    import socket
+
+    os.mkdir(root / "special")
+    for name, (kind, perm, dev, mtime) in SPECIALS.items():
+        path = root / "special" / name
+        if kind == stat.S_IFIFO:
+            os.mkfifo(path)
+        elif kind == stat.S_IFSOCK:
+            cwd = os.getcwd()
+            os.chdir(path.parent)  # sun_path is short: bind a relative name
+            try:
+                with socket.socket(socket.AF_UNIX) as s:
+                    s.bind(name)
+            finally:
+                os.chdir(cwd)
+        else:
+            os.mknod(path, kind | 0o600, dev)
+        os.chmod(path, perm)
+        os.utime(path, (mtime, mtime))
+
+
+def special_view(root: Path) -> dict[str, tuple[int, int, int, int, int]]:
+    """{name: (mode, rdev, uid, gid, mtime s)} of the special files, as lstat shows them."""
+    out = {}
+    for name in sorted(os.listdir(root / "special")):
+        st = os.lstat(root / "special" / name)
+        out[name] = (st.st_mode, st.st_rdev, st.st_uid, st.st_gid, int(st.st_mtime))
+    return out
+
+
+@pytest.fixture(scope="module")
+def specials_written(module_mounts: Mounts, s3c: Any) -> dict[str, tuple[str, dict]]:
+    """{writer backend: (bucket, the writer's view of its special files)}."""
+    out = {}
+    for writer in BACKENDS:
+        bucket = make_bucket(s3c)
+        mount = module_mounts.mount(writer, bucket, name=f"special-{writer}")
+        try:
+            build_specials(mount.path)
+            out[writer] = (bucket, special_view(mount.path))
+        finally:
+            module_mounts.stop(mount)
+    return out
+
+
+@pytest.mark.parametrize("writer", BACKENDS)
+def test_writer_shows_the_special_files_it_made(specials_written: dict, writer: str) -> None:
+    _, view = specials_written[writer]
+    assert sorted(view) == sorted(SPECIALS)
+    for name, (kind, perm, dev, mtime) in SPECIALS.items():
+        # s3fs keeps no device number (its st_rdev is 0); the bundled backend keeps it.
+        expected_rdev = 0 if writer == "s3fs" else dev
+        assert view[name][0:2] == (kind | perm, expected_rdev), name
+        assert view[name][4] == mtime, name
+
+
+@pytest.mark.parametrize("reader", BACKENDS, ids=lambda b: f"read-by-{b}")
+@pytest.mark.parametrize("writer", BACKENDS, ids=lambda b: f"written-by-{b}")
+def test_special_files_read_back_identically(
+    specials_written: dict, module_mounts: Mounts, writer: str, reader: str
+) -> None:
+    bucket, expected = specials_written[writer]
+    mount = module_mounts.mount(reader, bucket, name=f"special-{writer}-by-{reader}")
+    try:
+        got = special_view(mount.path)
+    finally:
+        module_mounts.stop(mount)
+    if reader == "s3fs":  # s3fs shows every device number as 0, whoever wrote it
+        expected = {name: (v[0], 0, *v[2:]) for name, v in expected.items()}
+    assert got == expected
+
+
+def test_special_objects_match_between_backends(specials_written: dict, s3c: Any) -> None:
+    """The same objects: empty, the same mode and Content-Type; the bundled backend's
+    one addition is x-amz-meta-rdev on devices."""
+    (bucket_a, _), (bucket_b, _) = (specials_written[w] for w in BACKENDS)
+    for name, (kind, perm, dev, _mtime) in SPECIALS.items():
+        key = f"special/{name}"
+        a, b = _object_summary(s3c, bucket_a, key), _object_summary(s3c, bucket_b, key)
+        assert a["size"] == b["size"] == 0
+        assert a["content_type"] == b["content_type"]
+        assert int(a["meta"]["mode"]) == int(b["meta"]["mode"]) == kind | perm
+        assert sorted(a["meta"]) == sorted(set(b["meta"]) - {"rdev"}), name
+        assert b["meta"].get("rdev") == (str(dev) if dev else None), name

@@ -139,7 +139,12 @@ CASES = [
         names=("S3FS_OPTIONS", "passwd_file", "S3FS_PASSWD_FILE"),
     ),
     C("options-url", {"S3FS_OPTIONS": "url=http://x"}, names=("S3FS_OPTIONS", "S3FS_URL")),
-    C("options-endpoint", {"S3FS_OPTIONS": "endpoint=eu"}, names=("S3FS_OPTIONS", "S3FS_REGION")),
+    C(
+        "options-endpoint-disagrees",
+        {"S3FS_OPTIONS": "endpoint=eu-west-1", "S3FS_REGION": "us-east-1"},
+        names=("S3FS_OPTIONS", "S3FS_REGION"),
+    ),
+    C("options-region", {"S3FS_OPTIONS": "region=eu"}, names=("S3FS_OPTIONS", "S3FS_REGION")),
     C(
         "options-secret",
         {"S3FS_OPTIONS": f"allow_other,x={SECRET}"},
@@ -194,7 +199,15 @@ CASES = [
     C(
         "all-required-missing",
         {n: UNSET for n in ("S3FS_BUCKET", "S3FS_MOUNTPOINT", "S3FS_ACCESSKEY", "S3FS_SECRETKEY")},
-        names=("S3FS_BUCKET", "S3FS_MOUNTPOINT", "S3FS_ACCESSKEY", "S3FS_SECRETKEY", "4 config"),
+        # the keys are one problem: "set them, or S3FS_CREDENTIALS=aws"
+        names=(
+            "S3FS_BUCKET",
+            "S3FS_MOUNTPOINT",
+            "S3FS_ACCESSKEY",
+            "S3FS_SECRETKEY",
+            "S3FS_CREDENTIALS=aws",
+            "3 config",
+        ),
     ),
     # --- usage (64)
     C("flag-unknown", args=("--bogus",), names=("--bogus",), code=64),

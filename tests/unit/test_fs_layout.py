@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import stat
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -13,6 +14,7 @@ from run_s3fs.fs.layout import Attr, Overrides
 
 LM = datetime(2024, 5, 6, 7, 8, 9, tzinfo=timezone.utc)
 LM_NS = int(LM.timestamp()) * 10**9
+NS = 10**9
 
 
 def decode(key="f.txt", meta=None, ctype="text/plain", size=3, lm=LM, uid=1000, gid=1000):
@@ -240,8 +242,63 @@ def test_content_type_for(name, ctype):
 
 
 def test_to_fuse():
-    st = Attr(stat.S_IFDIR | 0o755, 0, 1, 2, 3, 4, 5).to_fuse()
-    assert st["st_nlink"] == 2 and st["st_mtime"] == 3 and st["st_mode"] == stat.S_IFDIR | 0o755
+    st = Attr(stat.S_IFDIR | 0o755, 0, 1, 2, 3, 4, 5, nlink=3).to_fuse()
+    assert st["st_nlink"] == 3 and st["st_mtime"] == 3 and st["st_mode"] == stat.S_IFDIR | 0o755
+    assert st["st_rdev"] == 0
+    assert Attr(stat.S_IFCHR | 0o600, 0, 1, 2, 3, 4, 5, rdev=0x0103).to_fuse()["st_rdev"] == 259
+
+
+# --- special files ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("kind", [stat.S_IFIFO, stat.S_IFSOCK, stat.S_IFCHR, stat.S_IFBLK])
+def test_special_file_modes_as_s3fs_writes_them(kind):
+    """s3fs's mknod: an empty object, x-amz-meta-mode the decimal mode with its type."""
+    meta = {"mode": str(kind | 0o640), "uid": "0", "gid": "0", "mtime": "1700000000"}
+    attr = decode("fifo", meta, "application/octet-stream", 0)
+    assert (stat.S_IFMT(attr.mode), stat.S_IMODE(attr.mode), attr.size) == (kind, 0o640, 0)
+    assert attr.rdev == 0 and not attr.is_dir
+
+
+def test_device_number_round_trips_in_x_amz_meta_rdev():
+    dev = os.makedev(8, 300)
+    meta = layout.encode_meta(stat.S_IFBLK | 0o600, 0, 0, NS, NS, NS, dev)
+    assert meta["rdev"] == str(dev)
+    attr = decode("disk", meta, "application/octet-stream", 0)
+    assert attr.rdev == dev
+    assert layout.object_meta(attr)["rdev"] == str(dev)  # kept by chmod, utime, xattr
+    # No header for anything but a device; a stray one on a FIFO means nothing.
+    assert "rdev" not in layout.encode_meta(stat.S_IFIFO | 0o600, 0, 0, NS, NS, NS)
+    assert decode("p", {"mode": str(stat.S_IFIFO | 0o600), "rdev": "5"}, size=0).rdev == 0
+
+
+# --- name limits ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("path", "prefix", "too_long"),
+    [
+        ("/" + "n" * 255, "", False),
+        ("/" + "n" * 256, "", True),
+        ("/" + "é" * 127, "", False),  # 254 bytes
+        ("/" + "é" * 128, "", True),  # 256 bytes in 128 characters
+        ("/a/" + "n" * 256 + "/b", "", True),
+        ("/" + "/".join(["d" * 200] * 5) + "/" + "f" * 19, "", False),  # key 1,024 bytes
+        ("/" + "/".join(["d" * 200] * 5) + "/" + "f" * 20, "", True),  # key 1,025 bytes
+        ("/" + "/".join(["d" * 200] * 5), "p" * 19 + "/", False),  # key 1,024 bytes
+        ("/" + "/".join(["d" * 200] * 5), "p" * 30 + "/", True),  # the prefix counts
+    ],
+)
+def test_name_too_long(path, prefix, too_long):
+    assert layout.name_too_long(path, layout.path_to_key(path, prefix)) is too_long
+
+
+def test_name_too_long_counts_the_whole_path_and_undecodable_bytes():
+    deep = "/" + "/".join(["d"] * 2048)  # 4,096 bytes: PATH_MAX with its NUL exceeded
+    assert layout.name_too_long(deep, "k")
+    assert not layout.name_too_long(deep[:-2], "k")
+    raw = "/" + (b"\xff" * 256).decode("utf-8", "surrogateescape")
+    assert layout.name_too_long(raw, "k")
 
 
 # --- other tools' metadata ------------------------------------------------------------------

@@ -137,25 +137,37 @@ class Filesystem:
     # --- attributes -------------------------------------------------------------------
 
     def lookup(self, path: str) -> Attr:
-        """Attributes of `path` as stored (before mount overrides), or ENOENT."""
+        """Attributes of `path` as stored (before mount overrides), a directory's times
+        as this mount changed them; ENOENT, or ENAMETOOLONG for a name that cannot be."""
         if path == "/":
-            return self.root_attr
-        f = self.files.get(path)
-        if f is not None:
-            return f.attr
-        return self.ns.lookup(path)
+            attr = self.root_attr
+        else:
+            self._check_name(path)
+            f = self.files.get(path)
+            attr = f.attr if f is not None else self.ns.lookup(path)
+        return self.ns.with_local_times(path, attr) if attr.is_dir else attr
 
-    def shown(self, attr: Attr) -> Attr:
+    def _check_name(self, path: str, is_dir: bool = False) -> None:
+        key = self.ns.dkey(path) if is_dir else self.ns.key(path)
+        if layout.name_too_long(path, key):
+            raise error(errno.ENAMETOOLONG)
+
+    def shown(self, path: str | None, attr: Attr) -> Attr:
         """What stat shows: uid=, gid=, umask= applied (mp_umask, not umask, governs the
         mountpoint itself)."""
-        return attr if attr is self.root_attr else self.settings.overrides.apply(attr)
+        return attr if path == "/" else self.settings.overrides.apply(attr)
 
-    def getattr(self, path: str, fh: int | None = None) -> Attr:
+    def getattr(self, path: str | None, fh: int | None = None) -> Attr:
         if fh:
             f = self.files.find(fh)
             if f is not None:
-                return self.shown(f.attr)
-        return self.shown(self.lookup(path))
+                return self.shown(f.path, replace(f.attr, nlink=0 if f.unlinked else 1))
+        if path is None:
+            raise error(errno.ESTALE)
+        attr = self.lookup(path)
+        if attr.is_dir:
+            attr = replace(attr, nlink=self.ns.nlink(path))
+        return self.shown(path, attr)
 
     def access(self, path: str, amode: int) -> None:
         self.lookup(path)  # default_permissions: the kernel checks the mode bits
@@ -189,6 +201,8 @@ class Filesystem:
         if path == "/":
             return  # the mountpoint's attributes are the local directory's
         attr = self.lookup(path)
+        if times_set and attr.is_dir:
+            self.ns.times_set(path)
         changes.setdefault("ctime_ns", time.time_ns())
         new = replace(attr, **changes, extra=_edited(attr.extra, edit))
         held = self.files.get(path)
@@ -211,7 +225,7 @@ class Filesystem:
             ctype = current.content_type or (
                 layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
             )
-            etag = self.engine.copy(key, key, current.size, layout.object_meta(new), ctype)
+            etag = self.engine.copy(key, key, current.size, layout.object_meta(new), ctype, current)
         elif attr.is_dir:
             # An implicit directory gets a marker, so the new attributes have a home.
             self.engine.put(key, b"", layout.object_meta(new), layout.DIR_CONTENT_TYPE)
@@ -283,6 +297,7 @@ class Filesystem:
 
     def mkdir(self, path: str, mode: int, uid: int, gid: int) -> None:
         self._check_writable()
+        self._check_name(path, is_dir=True)
         if self.exists(path):
             raise error(errno.EEXIST)
         now = time.time_ns()
@@ -291,6 +306,8 @@ class Filesystem:
         self.engine.put(self.ns.dkey(path), b"", meta, layout.DIR_CONTENT_TYPE)
         self.ns.changed(path, exists=True, is_dir=True)
         self.ns.store(path, Attr(full_mode, 0, uid, gid, now, now, now))
+        self.ns.created_dir(path)
+        self.ns.entry_changed(path, now, subdirs=+1)
 
     def dir_is_empty(self, path: str) -> bool:
         if any(not f.unlinked for f in self.files.under(path)):
@@ -309,6 +326,7 @@ class Filesystem:
         self.ns.delete_dir_objects(path)
         self.ns.changed_tree(path, exists=False)
         self.ns.store(path, None)
+        self.ns.entry_changed(path, time.time_ns(), subdirs=-1)
 
     # --- files ------------------------------------------------------------------------
 
@@ -321,6 +339,7 @@ class Filesystem:
 
     def create(self, path: str, mode: int, flags: int, uid: int, gid: int) -> int:
         self._check_writable()
+        self._check_name(path)
         now = time.time_ns()
         attr = Attr(stat.S_IFREG | stat.S_IMODE(mode), 0, uid, gid, now, now, now)
         existing = self.files.get(path)
@@ -330,6 +349,7 @@ class Filesystem:
                 f.truncate(0)
         else:
             f, fh = self._open_file(path, attr, True)
+            self.ns.entry_changed(path, now)
         self.ns.changed(path, exists=True)
         with self._lock:
             self._writers.add(fh)
@@ -383,7 +403,7 @@ class Filesystem:
             self._seen_etags.put(path, etag)
         return fh, keep
 
-    def read(self, fh: int, offset: int, size: int) -> bytes:
+    def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         return self.files.handle(fh).read(offset, size)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
@@ -476,20 +496,25 @@ class Filesystem:
             self.files.unname(path, f)
         self.ns.changed(path, exists=False)
         self.ns.store(path, None)
+        self.ns.entry_changed(path, time.time_ns())
         self._seen_etags.pop(path)
 
     # --- symlinks and other kinds -----------------------------------------------------
 
     def symlink(self, path: str, target: str, uid: int, gid: int) -> None:
         self._check_writable()
+        self._check_name(path)
+        body = target.encode("utf-8", "surrogateescape")
+        if len(body) >= layout.PATH_MAX:
+            raise error(errno.ENAMETOOLONG)  # as the kernel refuses such a target
         if self.exists(path):
             raise error(errno.EEXIST)
         now = time.time_ns()
         meta = layout.encode_meta(layout.SYMLINK_MODE, uid, gid, now, now, now)
-        body = target.encode("utf-8", "surrogateescape")
         self.engine.put(self.ns.key(path), body, meta, layout.SYMLINK_CONTENT_TYPE)
         self.ns.changed(path, exists=True)
         self.ns.store(path, Attr(layout.SYMLINK_MODE, len(body), uid, gid, now, now, now))
+        self.ns.entry_changed(path, now)
 
     def readlink(self, path: str) -> str:
         attr = self.lookup(path)
@@ -503,11 +528,28 @@ class Filesystem:
         raise error(errno.ENOTSUP)  # s3fs's answer too
 
     def mknod(self, path: str, mode: int, dev: int, uid: int, gid: int) -> None:
-        if stat.S_ISREG(mode):
+        """A regular file, or a FIFO, socket or device as s3fs makes them: an empty object
+        whose mode has the type (a device's number in x-amz-meta-rdev, which s3fs does
+        not keep). Opening one never reaches us: the kernel serves FIFOs and sockets
+        itself, and a device node opens the local device (with the `dev` mount option)."""
+        kind = stat.S_IFMT(mode)
+        if kind in (0, stat.S_IFREG):
             self._release(self.create(path, mode, 0, uid, gid))
             return
-        log.warning("mknod %s refused: only regular files, directories, symlinks", path)
-        raise error(errno.EPERM)
+        if kind not in layout.SPECIAL_TYPES:
+            raise error(errno.EINVAL)
+        self._check_writable()
+        self._check_name(path)
+        if self.exists(path):
+            raise error(errno.EEXIST)
+        now = time.time_ns()
+        rdev = dev if kind in layout.DEVICE_TYPES else 0
+        full_mode = kind | stat.S_IMODE(mode)
+        meta = layout.encode_meta(full_mode, uid, gid, now, now, now, rdev)
+        self.engine.put(self.ns.key(path), b"", meta, layout.content_type_for(path))
+        self.ns.changed(path, exists=True)
+        self.ns.store(path, Attr(full_mode, 0, uid, gid, now, now, now, rdev=rdev))
+        self.ns.entry_changed(path, now)
 
     # --- rename -----------------------------------------------------------------------
 
@@ -524,6 +566,7 @@ class Filesystem:
             if e.errno != errno.ENOENT:
                 raise
             dst = None
+        self._check_name(new, is_dir=src.is_dir)
         if dst is not None:
             if flags & RENAME_NOREPLACE:
                 raise error(errno.EEXIST)
@@ -531,18 +574,23 @@ class Filesystem:
                 raise error(errno.ENOTDIR)
             if dst.is_dir and not src.is_dir:
                 raise error(errno.EISDIR)
-            if dst.is_dir:
-                if not self.dir_is_empty(new):
-                    raise error(errno.ENOTEMPTY)
-                self.ns.delete_dir_objects(new)
+            if dst.is_dir and not self.dir_is_empty(new):
+                raise error(errno.ENOTEMPTY)
+        if src.is_dir and (new + "/").startswith(old + "/"):
+            raise error(errno.EINVAL)
+        # Every key the move makes must fit S3's limit: checked before anything changes.
+        listed = self.renamer.dir_keys(old, new) if src.is_dir else []
+        if dst is not None and dst.is_dir:
+            self.ns.delete_dir_objects(new)
         if src.is_dir:
-            if (new + "/").startswith(old + "/"):
-                raise error(errno.EINVAL)
-            self.renamer.rename_dir(old, new, src)
+            self.renamer.rename_dir(old, new, src, listed)
         else:
             self.renamer.rename_file(old, new)
-        self.ns.changed_tree(old, exists=False, is_dir=src.is_dir)
-        self.ns.changed_tree(new, exists=True, is_dir=src.is_dir)
+        self.ns.moved(old, new, src.is_dir)
+        now = time.time_ns()
+        moved_dir = 1 if src.is_dir else 0
+        self.ns.entry_changed(old, now, subdirs=-moved_dir)
+        self.ns.entry_changed(new, now, subdirs=moved_dir if dst is None else 0)
         self._seen_etags.pop(old)
 
     # --- the filesystem ---------------------------------------------------------------

@@ -84,11 +84,14 @@ class OpenFile:
             if self.spool is None and data:
                 self.reader().seed(data)
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> bytes | memoryview:
         with self.lock:
             if self.spool is not None:
                 return os.pread(self.spool.fileno(), size, offset)
-            return self.reader().read(offset, size)
+            reader = self.reader()
+        # Not under the file's lock: the kernel's read-ahead comes as several reads at
+        # once, and they overlap (a write meanwhile is not ordered with them anyway).
+        return reader.read(offset, size)
 
     def _drop_reader(self) -> None:
         if self._reader is not None:

@@ -6,6 +6,11 @@ such path" kept `negative_ttl`); a recent listing of the parent that lacks the n
 the attributes fetched ahead for a listed entry (prefetch.py); S3: a HEAD of the key,
 then one one-key LIST that tells a directory marker from an implicit directory.
 Other mounts' changes are seen when entries expire; readdir always lists anew.
+
+Two things only this mount knows are kept beside the caches: when it last added or
+removed an entry of each directory (its mtime and ctime as shown here, see README:
+persisting it would cost a copy of the marker per change), and how many subdirectories
+a directory has, as its last listing and our own changes since say (its st_nlink).
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from run_s3fs.fs.layout import Attr
 
 MISSING = object()  # cached "no such path"
 MAX_LISTED_DIRS = 1000
+MAX_DIR_TIMES = 100_000  # directories whose entries changed here (~200 bytes each)
 
 
 def seconds(when: datetime | None) -> int:
@@ -72,6 +78,11 @@ class Namespace:
         self.listings_ahead = ListingsAhead(
             lambda path: engine.list_dir_async(self.dkey(path)), settings.negative_ttl
         )
+        # path → when an entry was last added or removed here (ns): for the mount's life.
+        self.dir_times: Bounded[str, int] = Bounded(MAX_DIR_TIMES)
+        # path → number of subdirectories, from a listing (or a mkdir here), as long as
+        # attributes are kept; patched by our own mkdir, rmdir and renames.
+        self.subdirs: Bounded[str, int] = Bounded(settings.max_entries, settings.stat_ttl)
 
     # --- keys and attributes ----------------------------------------------------------
 
@@ -247,6 +258,7 @@ class Namespace:
                 todo[name] = (common, True)
         self.attrs_ahead.listed(path, todo)
         subdirs = [posixpath.join(path, n) for n, e in entries.items() if e.is_dir]
+        self.subdirs.put(path, len(subdirs))
         self.listings_ahead.listed(path, subdirs)
         self.listings.put(path, entries)
         return entries
@@ -309,3 +321,48 @@ class Namespace:
         self.listings_ahead.forget_tree(path)
         self.stats.pop_tree(path)
         self.listings.pop_tree(path)
+        # Gone, or a moved tree now there: what we knew of the directories is not theirs.
+        self.dir_times.pop_tree(path)
+        self.subdirs.pop_tree(path)
+
+    def moved(self, old: str, new: str, is_dir: bool) -> None:
+        """A rename: `changed_tree` for both names; a moved directory keeps what we knew
+        of its own entries (the count and times of those below it are asked anew)."""
+        count, when = (self.subdirs.get(old), self.dir_times.get(old)) if is_dir else (None, None)
+        self.changed_tree(old, exists=False, is_dir=is_dir)
+        self.changed_tree(new, exists=True, is_dir=is_dir)
+        if count is not None:
+            self.subdirs.put(new, count)
+        if when is not None:
+            self.dir_times.put(new, when)
+
+    # --- what only this mount knows of directories ---------------------------------------
+
+    def entry_changed(self, path: str, now: int, subdirs: int = 0) -> None:
+        """An entry of the parent of `path` was added or removed here: the parent's mtime
+        and ctime are now; `subdirs` (+1, -1) adjusts its count of subdirectories."""
+        parent = posixpath.dirname(path)
+        self.dir_times.put(parent, now)
+        if subdirs:
+            self.subdirs.update(parent, lambda n: max(n + subdirs, 0))
+
+    def with_local_times(self, path: str, attr: Attr) -> Attr:
+        """A directory's attributes with this mount's later entry changes applied (the
+        later of the two, so another mount's later change to the marker shows too)."""
+        when = self.dir_times.get(path)
+        if when is None or (when <= attr.mtime_ns and when <= attr.ctime_ns):
+            return attr
+        return replace(attr, mtime_ns=max(when, attr.mtime_ns), ctime_ns=max(when, attr.ctime_ns))
+
+    def times_set(self, path: str) -> None:
+        """utimens on a directory: its stored times are the truth again."""
+        self.dir_times.pop(path)
+
+    def nlink(self, path: str) -> int:
+        """A directory's link count: 2 + its subdirectories if a listing (or our own mkdir)
+        told us, else 1: "unknown", which find and fts take as "do not count on it"."""
+        count = self.subdirs.get(path)
+        return 1 if count is None else 2 + count
+
+    def created_dir(self, path: str) -> None:
+        self.subdirs.put(path, 0)

@@ -9,7 +9,14 @@ the blocks and fetches just its own range (the window starts small again).
 
 The block size follows the link (engine.suggested_part): big enough that a block's
 first-byte wait is a small part of its transfer, so servers with a high cost per
-request get few large GETs, and S3-like links get several 8-16 MiB ones in flight.
+request get few large GETs, and S3-like links get up to eight in flight at once (one
+connection carries only so much: the throughput is the number of GETs in flight). The
+window starts at 2 MiB and doubles, so a short run of reads costs little.
+
+Reads of one file do not wait for each other: the kernel sends its read-ahead of a
+file as several requests at once, and a random reader's next read must not queue
+behind the kernel's read-ahead of its previous one. The plan of what to fetch is made
+under the reader's lock; the wait for the bytes happens outside it.
 
 Every GET is pinned to the ETag the file was opened at (If-Match): a reader never sees
 bytes of two versions; a replaced object fails the read with ESTALE instead.
@@ -37,7 +44,13 @@ SEQUENTIAL_SLACK = 4 * MIB
 KEEP_BEHIND = 4 * MIB
 # Read-ahead starts once a reader has gone this far in sequence: a random read of one
 # MiB arrives as several kernel requests in sequence, and must not fetch ahead.
-STREAK = 2 * MIB
+STREAK = 4 * MIB
+# The kernel reads ahead of a reader by itself (read_ahead_kb, 1 MiB here): a random
+# 1 MiB read reaches us as up to 3 MiB in sequence. STREAK is past that.
+FIRST_WINDOW = 2 * MIB
+# After a read that starts a run, the kernel reads this much past it by itself
+# (read_ahead_kb 1 MiB: two more 1 MiB requests once the first is answered).
+KERNEL_AHEAD = 1 * MIB
 
 
 class Budget:
@@ -66,16 +79,16 @@ class Budget:
             return self._used
 
 
-@dataclass
+@dataclass(eq=False)
 class _Block:
     start: int
     end: int
-    data: Future[bytes]
+    data: Future[memoryview]
+    used: bool = False  # a read asked for it
 
 
 class Reader:
-    """One open file's reads from S3. Not thread-safe: the caller serialises (the open
-    file's lock)."""
+    """One open file's reads from S3. Thread-safe; concurrent reads overlap."""
 
     def __init__(
         self,
@@ -96,21 +109,47 @@ class Reader:
         self._window = 0  # bytes to have requested ahead of the reader
         self._last_end = -1  # where the previous read ended (-1: no read yet)
         self._streak = 0  # bytes read in sequence up to _last_end
+        self._lock = threading.Lock()  # the blocks and the counters; never held waiting
+        # Whether the kernel reads past this file's random reads (it does, unless the
+        # reader said POSIX_FADV_RANDOM): until one such block goes unread.
+        self._follow = True
+        self._followed: _Block | None = None
 
     # --- the reader's side ------------------------------------------------------------
 
     def seed(self, data: bytes) -> None:
         """The object's first bytes, fetched with its headers at open."""
+        with self._lock:
+            self._seed(data)
+
+    def _seed(self, data: bytes) -> None:
         if data and not self._blocks:
-            done: Future[bytes] = Future()
-            done.set_result(data)
+            done: Future[memoryview] = Future()
+            done.set_result(memoryview(data))
             self.budget.take(len(data), needed=True)
             self._blocks.append(_Block(0, len(data), done))
 
-    def read(self, offset: int, size: int) -> bytes:
+    def read(self, offset: int, size: int) -> bytes | memoryview:
+        """The bytes at [offset, offset+size): a view into a block where one holds them
+        all (no copy), else joined."""
         end = min(offset + size, self.size)
         if offset >= end:
             return b""
+        with self._lock:
+            blocks = self._plan(offset, end)
+        if blocks is None:
+            return self._alone(offset, end)
+        return self._gather(blocks, offset, end)
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    # --- blocks -----------------------------------------------------------------------
+
+    def _plan(self, offset: int, end: int) -> list[_Block] | None:
+        """The blocks that hold [offset, end), requested now where missing, and the
+        window ahead; None for a straggler to be fetched alone."""
         sequential = self._last_end <= offset <= self._last_end + SEQUENTIAL_SLACK or (
             self._last_end < 0 and offset == 0
         )
@@ -123,8 +162,10 @@ class Reader:
         elif self._blocks and offset < run_start and end > run_start - KEEP_BEHIND:
             # A straggler from behind the run (dropped already): fetch it alone, and
             # leave the run to the reader it belongs to.
-            return self._alone(offset, end)
+            return None
         else:
+            if self._followed is not None and not self._followed.used:
+                self._follow = False  # nobody read what the last random read followed
             self._drop()
             self._window = 0
         if sequential:
@@ -132,27 +173,49 @@ class Reader:
         else:
             self._streak = end - offset
         if self._streak >= STREAK:
-            grown = max(2 * self._window, self.engine.suggested_part(self.max_window))
-            self._window = min(self.max_window, grown)
-        self._extend(offset, end)
-        data = self._collect(offset, end)
+            self._window = min(self.max_window, max(2 * self._window, FIRST_WINDOW))
+        self._extend(offset, end, split=not sequential)
+        blocks = [b for b in self._blocks if b.end > offset and b.start < end]
+        for b in blocks:
+            b.used = True
         self._last_end = max(self._last_end, end) if sequential else end
         self._trim(offset)
-        return data
+        return blocks
 
-    def close(self) -> None:
-        self._drop()
+    def _gather(self, blocks: list[_Block], offset: int, end: int) -> bytes | memoryview:
+        parts = []
+        for block in blocks:
+            try:
+                data = block.data.result()
+            except BaseException:
+                self._forget(block)  # a failed block is not kept: the next read asks anew
+                raise
+            if len(data) < block.end - block.start and block.start + len(data) < end:
+                self._forget(block)  # the object ended early: it changed under us
+                raise OSError(errno.ESTALE, "the object changed while being read")
+            parts.append(data[max(offset - block.start, 0) : end - block.start])
+        return parts[0] if len(parts) == 1 else b"".join(parts)
 
-    # --- blocks -----------------------------------------------------------------------
+    def _forget(self, block: _Block) -> None:
+        with self._lock:
+            if block in self._blocks:
+                self._drop()
 
-    def _extend(self, offset: int, end: int) -> None:
+    def _extend(self, offset: int, end: int, split: bool) -> None:
         """Request blocks up to `end` (needed now) and then up to the window ahead."""
         if not self._blocks:
-            self._blocks.append(self._need(offset, end))
-        while self._blocks[-1].end < end:
-            self._blocks.append(self._need(self._blocks[-1].end, end))
-        target = min(self.size, end + self._window)
-        part = self.engine.suggested_part(self.max_window)
+            self._need(offset, end, split)
+        if self._blocks[-1].end < end:
+            self._need(self._blocks[-1].end, end, split)
+        if split:
+            # What the kernel's own read-ahead asks for next: fetched along with the read,
+            # not one round trip after it (an unaligned read needs its first page too).
+            target = min(self.size, end + KERNEL_AHEAD) if self._follow else end
+            part = max(end - offset, MIN_BLOCK)
+            self._followed = None
+        else:
+            target = min(self.size, end + self._window)
+            part = self.engine.suggested_part(self._window)
         while self._blocks[-1].end < target:
             start = self._blocks[-1].end
             stop = min(self.size, start + max(part, MIN_BLOCK))
@@ -160,35 +223,25 @@ class Reader:
             if block is None:
                 break  # the mount's read-ahead memory is in use: only what is asked
             self._blocks.append(block)
+            if split:
+                self._followed = block
 
-    def _need(self, start: int, end: int) -> _Block:
-        block = self._fetch(start, end, needed=True)
-        assert block is not None  # what a read needs is always granted
-        return block
+    def _need(self, start: int, end: int, split: bool) -> None:
+        """Blocks for [start, end), which a reader waits for. A read that starts a run
+        (a random one) comes in a few parallel GETs where the link carries a GET's bytes
+        slower than it answers (S3); one in sequence is soon served by the window."""
+        n = self.engine.suggested_pieces(end - start) if split else 1
+        step = -(-(end - start) // n)
+        for piece in range(start, end, step):
+            block = self._fetch(piece, min(piece + step, end), needed=True)
+            assert block is not None  # what a read needs is always granted
+            self._blocks.append(block)
 
     def _fetch(self, start: int, end: int, needed: bool) -> _Block | None:
         if not self.budget.take(end - start, needed):
             return None
         data = self.engine.get_range_async(self.key, start, end - start, self.etag)
         return _Block(start, end, data)
-
-    def _collect(self, offset: int, end: int) -> bytes:
-        parts = []
-        for block in list(self._blocks):
-            if block.end <= offset:
-                continue
-            if block.start >= end:
-                break
-            try:
-                data = block.data.result()
-            except BaseException:
-                self._drop()  # a failed block is not kept: the next read asks anew
-                raise
-            if len(data) < block.end - block.start and block.start + len(data) < end:
-                self._drop()  # the object ended early: it changed under us
-                raise OSError(errno.ESTALE, "the object changed while being read")
-            parts.append(data[max(offset - block.start, 0) : end - block.start])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
 
     def _alone(self, offset: int, end: int) -> bytes:
         self.budget.take(end - offset, needed=True)

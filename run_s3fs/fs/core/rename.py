@@ -15,7 +15,7 @@ from dataclasses import replace
 from run_s3fs.fs import layout
 from run_s3fs.fs.core.handles import OpenFile, OpenFiles
 from run_s3fs.fs.core.namespace import Namespace
-from run_s3fs.fs.engine import Engine
+from run_s3fs.fs.engine import Engine, ListEntry
 from run_s3fs.fs.layout import Attr
 
 log = logging.getLogger("run_s3fs.fs.ops")
@@ -51,7 +51,7 @@ class Renamer:
         def copy() -> str:
             meta = layout.renamed_meta(current.metadata, now)
             ctype = layout.content_type_for(new)
-            return self.engine.copy(old_key, new_key, current.size, meta, ctype)
+            return self.engine.copy(old_key, new_key, current.size, meta, ctype, current)
 
         target = self.files.get(new)
         if target is None:
@@ -76,17 +76,29 @@ class Renamer:
                 f.attr = replace(f.attr, etag=etag, ctime_ns=now)
         self.files.rename(old, new, new_key)
 
-    def rename_dir(self, old: str, new: str, attr: Attr) -> None:
-        """Every key below `old/` is copied, then the originals deleted: not atomic.
-        The directory itself gets a fresh marker with a new ctime, as s3fs gives it,
-        whatever it had (a marker, an old-style `dir` object, or nothing)."""
+    def dir_keys(self, old: str, new: str) -> list[ListEntry]:
+        """Every key below `old/` (open files' pending data uploaded first, so theirs are
+        among them); ENAMETOOLONG if one of them would be too long under `new/`, before
+        anything is copied: a move is all or nothing as far as names go."""
         for f in self.files.under(old):
             if f.flush():
                 self.after_upload(f)
         old_prefix, new_prefix = self.ns.dkey(old), self.ns.dkey(new)
+        listed = list(self.engine.iter_keys(old_prefix))
+        grow = layout.byte_length(new_prefix) - layout.byte_length(old_prefix)
+        longest = max((layout.byte_length(e.key) for e in listed), default=0)
+        if longest + grow > layout.KEY_MAX:
+            raise OSError(errno.ENAMETOOLONG, f"a key below {new} would exceed 1,024 bytes")
+        return listed
+
+    def rename_dir(self, old: str, new: str, attr: Attr, listed: list[ListEntry]) -> None:
+        """Every key below `old/` (`listed`: dir_keys) is copied, then the originals
+        deleted: not atomic. The directory itself gets a fresh marker with a new ctime,
+        as s3fs gives it, whatever it had (a marker, an old-style `dir` object, or
+        nothing)."""
+        old_prefix, new_prefix = self.ns.dkey(old), self.ns.dkey(new)
         meta = layout.object_meta(replace(attr, ctime_ns=time.time_ns()))
         self.engine.put(new_prefix, b"", meta, layout.DIR_CONTENT_TYPE)
-        listed = list(self.engine.iter_keys(old_prefix))
         entries = [e for e in listed if e.key != old_prefix]
         with ThreadPoolExecutor(PARALLEL_COPIES, thread_name_prefix="s3-copy") as pool:
             copies = [

@@ -15,9 +15,12 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from run_s3fs.fs.engine.errors import S3Error
+from run_s3fs.fs.engine.sse import CustomerKey, CustomerKeys
 from run_s3fs.fs.engine.types import ListEntry, Listing, ObjectInfo, Page
 
 __all__ = [
+    "CustomerKey",
+    "CustomerKeys",
     "Engine",
     "EngineSettings",
     "ListEntry",
@@ -48,10 +51,12 @@ class EngineSettings:
     max_connections: int = 128  # requests in flight over the whole engine
     verify_tls: bool = True
     ca_file: str | None = None
-    # Headers every object-writing request carries (SSE, storage class), and every
-    # request (requester pays, an SSE-C key for reads): (name, value) pairs.
+    # Headers every request that writes an object carries, copies included (SSE-S3 or
+    # SSE-KMS, storage class), and every request (requester pays): (name, value) pairs.
     write_headers: tuple[tuple[str, str], ...] = ()
     request_headers: tuple[tuple[str, str], ...] = ()
+    # SSE-C keys (sse.py): sent per object on reads, writes and copies.
+    customer_keys: CustomerKeys | None = None
 
 
 class Engine(Protocol):
@@ -81,9 +86,11 @@ class Engine(Protocol):
 
     def get_range_async(
         self, key: str, start: int, length: int, etag: str = ""
-    ) -> Future[bytes]: ...
+    ) -> Future[memoryview]: ...
 
-    def suggested_part(self, largest: int) -> int: ...
+    def suggested_part(self, window: int) -> int: ...
+
+    def suggested_pieces(self, size: int) -> int: ...
 
     def download(self, key: str, fd: int, size: int, etag: str = "") -> None: ...
 
@@ -100,6 +107,7 @@ class Engine(Protocol):
         size: int,
         metadata: dict[str, str] | None = None,
         ctype: str | None = None,
+        source: ObjectInfo | None = None,
     ) -> str: ...
 
     def delete(self, key: str) -> None: ...

@@ -16,7 +16,9 @@ a parallel multipart upload (aborted if it fails). What it does not do, done her
   - `readwrite_timeout`: a watchdog cancels a request that made no progress for that
     long, and it is retried within the same `retries` budget (the CRT itself gives up
     on a connection that moves nothing for about 30 s);
-  - errors → S3Error with an errno (errors.py); keys and secrets never in a message.
+  - errors → S3Error with an errno (errors.py); keys and secrets never in a message;
+  - SSE-C: the customer key each object needs, tried and remembered (sse.py), sent on
+    every request that reads or writes the object's data, copies included.
 """
 
 from __future__ import annotations
@@ -27,9 +29,11 @@ import hashlib
 import io
 import logging
 import math
+import mmap
 import os
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from email.utils import parsedate_to_datetime
@@ -42,7 +46,14 @@ from awscrt.exceptions import AwsCrtError
 
 from run_s3fs.endpoint import Endpoint, resolve
 from run_s3fs.fs.engine import xml
-from run_s3fs.fs.engine.errors import S3Error, error_region, from_response, from_transport
+from run_s3fs.fs.engine.errors import (
+    S3Error,
+    error_code,
+    error_region,
+    from_response,
+    from_transport,
+)
+from run_s3fs.fs.engine.sse import MD5_HEADER, CustomerKey, CustomerKeys
 from run_s3fs.fs.engine.types import ListEntry, Listing, ObjectInfo, Page
 
 log = logging.getLogger("run_s3fs.fs.engine")
@@ -55,6 +66,8 @@ MAX_PARTS = 10_000
 META = "x-amz-meta-"
 _REDIRECT_STATUSES = frozenset({301, 307, 400})
 DEFAULT = s3.S3RequestType.DEFAULT
+_KEY_MEMORY = 100_000  # objects whose SSE-C key is remembered (then forgotten at once)
+Headers = list[tuple[str, str]]
 
 
 def _q(value: str) -> str:
@@ -100,32 +113,85 @@ def _info(key: str, headers: dict[str, str], size: int | None = None) -> ObjectI
         etag=headers.get("etag", ""),
         content_type=headers.get("content-type", ""),
         metadata={k[len(META) :]: v for k, v in headers.items() if k.startswith(META)},
+        storage_class=headers.get("x-amz-storage-class", ""),
+        sse=headers.get("x-amz-server-side-encryption", ""),
+        kms_key_id=headers.get("x-amz-server-side-encryption-aws-kms-key-id", ""),
     )
 
 
 class Link:
     """What ranged GETs show of the link to the server: the wait for a first byte and
-    what one connection carries, averaged. A block should be big enough that the wait
-    is a small part of its transfer (4 x the bandwidth-delay product): few big GETs
-    where a request costs much, several 8-16 MiB ones in flight on S3-like links."""
+    what one connection carries.
+
+    The CRT hands over a GET's headers and body only once the whole part has arrived,
+    so neither can be timed directly: both come from a least-squares line through the
+    recent GETs' (size, seconds) pairs, whose slope is 1/rate and intercept the wait.
+    Reads make GETs of many sizes (a kernel read, blocks of a growing window).
+
+    A block should be big enough that the wait is a small part of its transfer (4 x the
+    bandwidth-delay product), and small enough that the window holds as many GETs as it
+    takes to fill the pipe: one when a connection carries GB/s (a local server, where
+    each request may cost much: few large GETs), eight where it carries 80 MB/s (S3)."""
+
+    TARGET = 1.5e9  # bytes/s worth aiming at: about what FUSE streams here
+    SAMPLES = 32
+    # A wait for the first byte longer than this is a server building each answer (moto
+    # copies the whole object for every ranged GET), not a network: more GETs in flight
+    # would only add to its work, so few large ones.
+    BUSY_SERVER = 0.1
+    # The least a block of a grown window is (mountpoint-s3's part size): a quick
+    # server does not need larger ones, but many small GETs cost CPU at both ends.
+    PART = 8 * MIB
 
     def __init__(self) -> None:
         self.ttfb = 0.02  # seconds: S3's order of magnitude until measured
         self.rate = 80e6  # bytes/s per connection
+        self._seen: deque[tuple[int, float]] = deque(maxlen=self.SAMPLES)
         self._lock = threading.Lock()
 
-    def observe(self, ttfb: float, transfer: float, size: int) -> None:
-        if size < 256 * 1024 or transfer <= 0 or ttfb < 0:
+    def observe(self, seconds: float, size: int) -> None:
+        if size < 64 * 1024 or seconds <= 0:
             return
         with self._lock:
-            self.ttfb += 0.2 * (ttfb - self.ttfb)
-            self.rate += 0.2 * (size / transfer - self.rate)
+            self._seen.append((size, seconds))
+            self._fit()
 
-    def part(self, largest: int) -> int:
-        """A block size: a power of two, 1 MiB to half of `largest` (two in flight)."""
-        want = 4 * self.ttfb * self.rate
+    def _fit(self) -> None:
+        n = len(self._seen)
+        if n < 4:
+            return
+        mean_s = sum(s for s, _ in self._seen) / n
+        mean_t = sum(t for _, t in self._seen) / n
+        var = sum((s - mean_s) ** 2 for s, _ in self._seen)
+        if var < (0.25 * mean_s) ** 2 * n:
+            # All about one size: keep the wait, and credit the rest of the time to the
+            # transfer.
+            spent = max(mean_t - self.ttfb, mean_t / 10)
+            self.rate = mean_s / spent
+            return
+        slope = sum((s - mean_s) * (t - mean_t) for s, t in self._seen) / var
+        if slope <= 0:
+            return  # noise (queueing) hides the transfer: keep what we had
+        self.rate = 1 / slope
+        self.ttfb = max(0.0002, mean_t - slope * mean_s)
+
+    def pieces(self, size: int) -> int:
+        """How many GETs in parallel fetch `size` bytes soonest: one where the wait for
+        a first byte dominates (a local server that builds each answer slowly), up to
+        four where one connection's transfer does (S3: 1 MiB takes 13 ms after a 20 ms
+        wait; four quarter-GETs arrive in 23 ms instead of 33)."""
+        transfer = size / max(self.rate, 1.0)
+        return max(1, min(4, size // (256 * 1024), math.ceil(transfer / max(self.ttfb / 4, 1e-4))))
+
+    def part(self, window: int) -> int:
+        """A block size for a read-ahead `window`: a power of two, at least 1 MiB."""
+        want = max(4 * self.ttfb * self.rate, self.PART)
+        in_flight = min(8, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
+        if self.ttfb > self.BUSY_SERVER:
+            in_flight = 2
+        cap = window // in_flight
         part = MIB
-        while part < want and part * 2 <= largest // 2:
+        while part < want and part * 2 <= cap:
             part *= 2
         return part
 
@@ -138,6 +204,7 @@ class _Exchange:
         "attempts",
         "base",
         "body",
+        "creds_retried",
         "engine",
         "first_byte",
         "future",
@@ -145,6 +212,7 @@ class _Exchange:
         "into",
         "kind",
         "method",
+        "observe",
         "op",
         "options",
         "path_of",
@@ -153,6 +221,7 @@ class _Exchange:
         "request",
         "response_headers",
         "sent",
+        "signed_with",
         "status",
         "timed_out",
         "what",
@@ -171,6 +240,7 @@ class _Exchange:
         into: bytearray | None,
         base: int,
         options: dict[str, Any],
+        observe: int = 0,
     ) -> None:
         self.engine = engine
         self.base = base
@@ -183,8 +253,11 @@ class _Exchange:
         self.op = op
         self.into = into
         self.options = options
+        # A body this big tells the link's first-byte wait and rate (Link.observe).
+        self.observe = observe or (len(into) if into is not None else 0)
         self.future: Future[Answer] = Future()
         self.attempts = 0
+        self.creds_retried = False
         self.request: s3.S3Request | None = None
 
     def start(self) -> None:
@@ -196,6 +269,14 @@ class _Exchange:
         self.progress = self.sent = time.monotonic()
         self.first_byte = 0.0
         engine = self.engine
+        source = engine.credentials_source
+        try:
+            self.signed_with = source.get() if source is not None else None
+        except Exception as e:  # expired, and no new ones to be had (the source said why)
+            self.future.set_exception(
+                S3Error(errno.EIO, f"{self.what}: no valid credentials: {e}", "NoCredentials")
+            )
+            return
         endpoint = engine.endpoint
         headers = http.HttpHeaders([("host", endpoint.host), *self.headers])
         stream = None
@@ -210,7 +291,9 @@ class _Exchange:
                 request=request,
                 signing_config=engine.signing,
                 on_headers=self._on_headers,
-                on_body=self._on_body if self.kind != s3.S3RequestType.PUT_OBJECT else None,
+                on_body=None
+                if self.kind == s3.S3RequestType.PUT_OBJECT or "recv_filepath" in self.options
+                else self._on_body,
                 on_progress=self._on_progress,
                 **self.options,
             )
@@ -243,11 +326,8 @@ class _Exchange:
         self.request = None
         error = crt_future.exception()
         if error is None:
-            if self.into is not None and self.first_byte:
-                now = time.monotonic()
-                self.engine.link.observe(
-                    self.first_byte - self.sent, now - self.first_byte, len(self.into)
-                )
+            if self.observe and self.attempts == 1:
+                self.engine.link.observe(time.monotonic() - self.sent, self.observe)
             self.future.set_result(Answer(self.status, self.response_headers, self.body))
             return
         retry = self._retry_for(error)
@@ -264,6 +344,13 @@ class _Exchange:
                 return f"no progress for {engine.settings.readwrite_timeout:g}s"
             return None
         status = getattr(error, "status_code", None)
+        source = engine.credentials_source
+        if source is not None and not self.creds_retried and _refused_credentials(error):
+            # Temporary credentials that S3 calls expired (or no longer knows): once, with
+            # new ones, which the source fetches now if it has none newer.
+            self.creds_retried = True
+            if source.invalidate(self.signed_with):
+                return "the credentials were refused as expired; trying with fresh ones"
         if status in _REDIRECT_STATUSES and self.attempts <= 2:
             headers = {k.lower(): v for k, v in (getattr(error, "headers", None) or [])}
             region = error_region(getattr(error, "body", None), headers)
@@ -289,6 +376,12 @@ class CrtEngine:
         self.bucket = settings.bucket
         self.endpoint = resolve(settings.url, settings.bucket, settings.region, settings.path_style)
         self._provider = _provider(credentials)
+        # A source of temporary credentials, told when S3 refuses them (see _retry_for).
+        self.credentials_source = (
+            credentials
+            if hasattr(credentials, "invalidate") and getattr(credentials, "fixed", None) is None
+            else None
+        )
         self.signing = s3.create_default_s3_signing_config(
             region=self.endpoint.region, credential_provider=self._provider
         )
@@ -324,6 +417,12 @@ class CrtEngine:
             connect_timeout_ms=max(1, int(settings.connect_timeout * 1000)),
         )
         self.link = Link()
+        # SSE-C: the MD5 of the key each object was last seen with ("": none).
+        self._keys: CustomerKeys | None = getattr(settings, "customer_keys", None)
+        self._key_of: dict[str, str] = {}
+        written = {name.lower() for name, _ in settings.write_headers}
+        self._sse_configured = "x-amz-server-side-encryption" in written
+        self._class_configured = "x-amz-storage-class" in written
         self._region_lock = threading.Lock()
         self._active: dict[int, _Exchange] = {}
         self._active_lock = threading.Lock()
@@ -349,9 +448,13 @@ class CrtEngine:
             )
             return True
 
-    def suggested_part(self, largest: int) -> int:
-        """The size of a ranged GET for reading ahead on this link (see Link)."""
-        return self.link.part(largest)
+    def suggested_pieces(self, size: int) -> int:
+        """In how many ranged GETs to fetch `size` bytes a reader waits for (see Link)."""
+        return self.link.pieces(size)
+
+    def suggested_part(self, window: int) -> int:
+        """The size of a ranged GET for a read-ahead window on this link (see Link)."""
+        return self.link.part(window)
 
     def watch(self, exchange: _Exchange) -> None:
         with self._active_lock:
@@ -372,6 +475,89 @@ class CrtEngine:
                 if exchange.request is not None:
                     exchange.request.cancel()
 
+    def _learn(self, key: str, md5: str) -> None:
+        if self._keys is None:
+            return
+        if len(self._key_of) >= _KEY_MEMORY:
+            self._key_of.clear()
+        self._key_of[key] = md5
+
+    def _with_key(
+        self, key: str, send: Callable[[Headers, bool], Future[Answer]]
+    ) -> Future[Answer]:
+        """`send(extra headers, guess)` for a read of `key`, with the SSE-C key it needs:
+        the one it took before, else each in turn (S3 answers 400 or 403 to a wrong
+        guess; `guess` says another key is left to try). When every key fails the error
+        is a 403 if there was one (a key this mount lacks)."""
+        keys = self._keys
+        if keys is None:
+            return send([], False)
+        order = keys.read_order(self._key_of.get(key))
+        out: Future[Answer] = Future()
+        errors: list[BaseException] = []
+
+        def attempt(i: int) -> None:
+            md5 = order[i]
+            guess = i + 1 < len(order)
+            send(keys.headers_for(md5), guess).add_done_callback(lambda f: done(f, i, md5))
+
+        def done(f: Future[Answer], i: int, md5: str) -> None:
+            error = f.exception()
+            if error is None:
+                answer = f.result()
+                self._learn(key, answer.headers.get(MD5_HEADER, md5))
+                out.set_result(answer)
+                return
+            errors.append(error)
+            if getattr(error, "status", None) not in (400, 403):
+                out.set_exception(error)
+            elif i + 1 < len(order):
+                attempt(i + 1)
+            else:
+                denied = [e for e in errors if getattr(e, "status", None) == 403]
+                out.set_exception(denied[0] if denied else errors[0])
+
+        attempt(0)
+        return out
+
+    def _source_key(self, src: str) -> str:
+        """The MD5 of the SSE-C key `src` is stored with ("": none), by a HEAD if unknown."""
+        if self._keys is None:
+            return ""
+        if src not in self._key_of:
+            self.head(src)
+        return self._key_of.get(src, "")
+
+    def _copy_key(self, src_md5: str) -> CustomerKey | None:
+        """The SSE-C key a copy is written with: the mount's if it encrypts with one;
+        else, where no other encryption is asked for, the source's (a rename or chmod of
+        an SSE-C object keeps it encrypted); else none."""
+        keys = self._keys
+        if keys is None:
+            return None
+        if keys.encrypt:
+            return keys.write_key
+        if src_md5 and not self._sse_configured:
+            return keys.by_md5(src_md5)
+        return None
+
+    def _kept(self, source: ObjectInfo | None, sse_c: CustomerKey | None) -> Headers:
+        """What a copy keeps of how `source` is stored where the mount sets nothing of
+        its own: S3 would give it STANDARD and the bucket's default encryption."""
+        if source is None:
+            return []
+        kept = []
+        if not self._class_configured and source.storage_class not in ("", "STANDARD"):
+            kept.append(("x-amz-storage-class", source.storage_class))
+        if not self._sse_configured and sse_c is None and source.sse in ("AES256", "aws:kms"):
+            kept.append(("x-amz-server-side-encryption", source.sse))
+            if source.sse == "aws:kms" and source.kms_key_id:
+                kept.append(("x-amz-server-side-encryption-aws-kms-key-id", source.kms_key_id))
+        return kept
+
+    def _write_key(self) -> CustomerKey | None:
+        return self._keys.write_key if self._keys is not None else None
+
     def _send(
         self,
         what: str,
@@ -384,6 +570,8 @@ class CrtEngine:
         op: str | None = None,
         into: bytearray | None = None,
         base: int = 0,
+        observe: int = 0,
+        key_guess: bool = False,
         **options: Any,
     ) -> Future[Answer]:
         """Start one exchange; its future holds the Answer or raises S3Error. `key` None
@@ -396,8 +584,22 @@ class CrtEngine:
 
         all_headers = [*self.settings.request_headers, *(headers or ())]
         exchange = _Exchange(
-            self, what, method, path_of, all_headers, payload, kind, op, into, base, options
+            self,
+            what,
+            method,
+            path_of,
+            all_headers,
+            payload,
+            kind,
+            op,
+            into,
+            base,
+            options,
+            observe,
         )
+        # A wrong SSE-C key is answered 400/403 too (with no body to a HEAD): not a sign
+        # of expired credentials, and _with_key tries the next key itself.
+        exchange.creds_retried = key_guess
         exchange.start()
         return exchange.future
 
@@ -417,7 +619,12 @@ class CrtEngine:
 
     def head_async(self, key: str) -> Future[ObjectInfo | None]:
         out: Future[ObjectInfo | None] = Future()
-        inner = self._send(f"HEAD {key}", "HEAD", key, op="HeadObject")
+        inner = self._with_key(
+            key,
+            lambda sse, guess: self._send(
+                f"HEAD {key}", "HEAD", key, headers=sse, op="HeadObject", key_guess=guess
+            ),
+        )
 
         def done(f: Future[Answer]) -> None:
             try:
@@ -434,54 +641,79 @@ class CrtEngine:
     def head(self, key: str) -> ObjectInfo | None:
         return self.head_async(key).result()
 
-    def _get(self, key: str, start: int, length: int, etag: str, headers: list) -> Future[Answer]:
-        extra = [("range", f"bytes={start}-{start + length - 1}"), *headers]
+    def _get(self, key: str, start: int, length: int, etag: str) -> Future[Answer]:
+        """A ranged GET whose body comes back in the Answer (small: headers matter)."""
+        into = bytearray(length)
+        return self._ranged(key, start, length, etag, into=into, base=start)
+
+    def _ranged(
+        self, key: str, start: int, length: int, etag: str, **options: Any
+    ) -> Future[Answer]:
+        extra = [("range", f"bytes={start}-{start + length - 1}")]
         if etag:
             extra.append(("if-match", etag))
-        return self._send(
-            f"GET {key} [{start}+{length}]",
-            "GET",
+        return self._with_key(
             key,
-            headers=extra,
-            kind=s3.S3RequestType.GET_OBJECT,
-            into=bytearray(length),
-            # One part: our read-ahead decides how ranges are split and run in parallel.
-            base=start,
-            part_size=max(length, MIN_PART),
+            lambda sse, guess: self._send(
+                f"GET {key} [{start}+{length}]",
+                "GET",
+                key,
+                headers=[*extra, *sse],
+                key_guess=guess,
+                kind=s3.S3RequestType.GET_OBJECT,
+                # One part: our read-ahead decides how ranges are split and run in parallel.
+                part_size=max(length, MIN_PART),
+                **options,
+            ),
         )
 
-    def get_range_async(self, key: str, start: int, length: int, etag: str = "") -> Future[bytes]:
-        """Bytes [start, start+length) (fewer at the end of the object; none past it).
-        With `etag`, of that version only: ESTALE if it was replaced (no mixed reads)."""
-        out: Future[bytes] = Future()
+    def get_range_async(
+        self, key: str, start: int, length: int, etag: str = ""
+    ) -> Future[memoryview]:
+        """Bytes [start, start+length) (fewer at the end of the object; none past it),
+        as a view of memory the CRT wrote them into itself. A block of read-ahead is
+        megabytes: taking it chunk by chunk in Python, under the GIL, cost more CPU than
+        the rest of the read path. So the body goes to a memory-backed file (memfd) that
+        is then mapped. With `etag`, of that version only: ESTALE if it was replaced."""
+        out: Future[memoryview] = Future()
         if length <= 0:
-            out.set_result(b"")
+            out.set_result(memoryview(b""))
             return out
-        inner = self._get(key, start, length, etag, [])
+        fd = os.memfd_create("run-s3fs-read", os.MFD_CLOEXEC)
+        try:
+            inner = self._ranged(
+                key, start, length, etag, observe=length, recv_filepath=f"/proc/self/fd/{fd}"
+            )
+        except BaseException:
+            os.close(fd)
+            raise
 
         def done(f: Future[Answer]) -> None:
             try:
-                answer = f.result()
+                f.result()
+                got = min(os.fstat(fd).st_size, length)
+                view = memoryview(mmap.mmap(fd, got)) if got else memoryview(b"")
+                out.set_result(view)
             except S3Error as e:
                 if e.status == 416:  # at or past the end: an empty read, as for a local file
-                    out.set_result(b"")
+                    out.set_result(memoryview(b""))
                 else:
                     out.set_exception(e)
-                return
-            got = _content_length(answer, length)
-            body = answer.body
-            out.set_result(bytes(body) if got == len(body) else bytes(memoryview(body)[:got]))
+            except OSError as e:  # no memory to map
+                out.set_exception(S3Error(errno.EIO, f"GET {key}: {e}"))
+            finally:
+                os.close(fd)  # the mapping keeps the memory
 
         inner.add_done_callback(done)
         return out
 
     def get_range(self, key: str, start: int, length: int, etag: str = "") -> bytes:
-        return self.get_range_async(key, start, length, etag).result()
+        return bytes(self.get_range_async(key, start, length, etag).result())
 
     def get_start(self, key: str, length: int) -> tuple[ObjectInfo, bytes] | None:
         """The object's headers and its first `length` bytes in one request, or None."""
         try:
-            answer = self._get(key, 0, length, "", []).result()
+            answer = self._get(key, 0, length, "").result()
         except S3Error as e:
             if e.status == 416:  # an empty object has no byte 0
                 info = self.head(key)
@@ -500,33 +732,44 @@ class CrtEngine:
         if size <= 0:
             return
         headers = [("if-match", etag)] if etag else []
-        self._send(
-            f"GET {key}",
-            "GET",
+        self._with_key(
             key,
-            headers=headers,
-            kind=s3.S3RequestType.GET_OBJECT,
-            recv_filepath=f"/proc/self/fd/{fd}",
-            part_size=self.settings.part_size,
-            max_active_connections_override=self.settings.parallel_count,
+            lambda sse, guess: self._send(
+                f"GET {key}",
+                "GET",
+                key,
+                headers=[*headers, *sse],
+                key_guess=guess,
+                kind=s3.S3RequestType.GET_OBJECT,
+                recv_filepath=f"/proc/self/fd/{fd}",
+                part_size=self.settings.part_size,
+                max_active_connections_override=self.settings.parallel_count,
+            ),
         ).result()
 
-    def _object_headers(self, metadata: dict[str, str], ctype: str) -> list[tuple[str, str]]:
+    def _object_headers(
+        self, metadata: dict[str, str], ctype: str, sse_c: CustomerKey | None
+    ) -> Headers:
+        """What a new object is written with: type, metadata, the mount's SSE and storage
+        class (sent again on every copy: S3 carries neither over a copy), its SSE-C key."""
         return [
             ("content-type", ctype),
             *((META + k, v) for k, v in metadata.items()),
             *self.settings.write_headers,
+            *(sse_c.headers() if sse_c else ()),
         ]
 
     def put(self, key: str, body: bytes, metadata: dict[str, str], ctype: str) -> str:
+        sse_c = self._write_key()
         answer = self._send(
             f"PUT {key}",
             "PUT",
             key,
-            headers=self._object_headers(metadata, ctype),
+            headers=self._object_headers(metadata, ctype, sse_c),
             payload=bytes(body),
             op="PutObject",
         ).result()
+        self._learn(key, sse_c.md5 if sse_c else "")
         return answer.headers.get("etag", "")
 
     def upload_file(
@@ -540,6 +783,8 @@ class CrtEngine:
             if size < self.settings.multipart_threshold:
                 return self.put(key, _read_all(fd, size), metadata, ctype)
             part = max(self.settings.part_size, -(-size // MAX_PARTS), MIN_PART)
+            sse_c = self._write_key()
+            part_headers = sse_c.headers() if sse_c else []
 
             def part_request(upload_id: str, n: int, start: int) -> Future[str]:
                 # Read here, in the caller's thread (pread drops the GIL), never in a
@@ -553,6 +798,7 @@ class CrtEngine:
                         "PUT",
                         key,
                         query=f"partNumber={n}&uploadId={_q(upload_id)}",
+                        headers=part_headers,
                         payload=data,
                         op="UploadPart",
                     ),
@@ -560,7 +806,7 @@ class CrtEngine:
                 )
 
             return self._multipart(
-                f"multipart upload of {key}", key, metadata, ctype, size, part, part_request
+                f"multipart upload of {key}", key, metadata, ctype, size, part, part_request, sse_c
             )
         finally:
             os.close(fd)
@@ -572,25 +818,34 @@ class CrtEngine:
         size: int,
         metadata: dict[str, str] | None = None,
         ctype: str | None = None,
+        source: ObjectInfo | None = None,
     ) -> str:
         """Server-side copy; returns the copy's ETag. With `metadata`, the metadata is
-        replaced (chmod, utimens…) and the Content-Type kept unless given. Objects over
-        `singlepart_copy_limit` (S3's limit: 5 GiB) are copied in parts."""
+        replaced (chmod, utimens…) and the Content-Type kept unless given. `source`, its
+        HEAD if the caller has it: its storage class and encryption are kept where the
+        mount sets none. Objects over `singlepart_copy_limit` (S3's limit: 5 GiB) are
+        copied in parts."""
         if size > self.settings.singlepart_copy_limit:
-            return self._multipart_copy(src, dst, size, metadata, ctype)
+            return self._multipart_copy(src, dst, size, metadata, ctype, source)
+        src_md5 = self._source_key(src)
+        sse_c = self._copy_key(src_md5)
         headers = [("x-amz-copy-source", self._copy_source(src))]
+        if self._keys is not None:
+            headers += self._keys.headers_for(src_md5, copy_source=True)
         if metadata is not None:
             if ctype is None:
                 ctype = self._content_type(src)
             headers += [
                 ("x-amz-metadata-directive", "REPLACE"),
-                *self._object_headers(metadata, ctype),
+                *self._object_headers(metadata, ctype, sse_c),
             ]
         else:
-            headers += list(self.settings.write_headers)
+            headers += [*self.settings.write_headers, *(sse_c.headers() if sse_c else ())]
+        headers += self._kept(source, sse_c)
         answer = self._send(
             f"COPY {src} → {dst}", "PUT", dst, headers=headers, op="CopyObject"
         ).result()
+        self._learn(dst, sse_c.md5 if sse_c else "")
         return xml.find(bytes(answer.body), "ETag") if answer.body else ""
 
     def _copy_source(self, key: str) -> str:
@@ -605,17 +860,29 @@ class CrtEngine:
         return info.content_type or "application/octet-stream"
 
     def _multipart_copy(
-        self, src: str, dst: str, size: int, metadata: dict[str, str] | None, ctype: str | None
+        self,
+        src: str,
+        dst: str,
+        size: int,
+        metadata: dict[str, str] | None,
+        ctype: str | None,
+        source: ObjectInfo | None,
     ) -> str:
-        if metadata is None or ctype is None:
-            info = self.head(src)
-            if info is None:
+        if metadata is None or ctype is None or source is None:
+            source = self.head(src)
+            if source is None:
                 raise S3Error(errno.ENOENT, f"COPY {src}: no such key", "NoSuchKey", 404)
-            metadata = info.metadata if metadata is None else metadata
-            ctype = ctype or info.content_type or "application/octet-stream"
+            metadata = source.metadata if metadata is None else metadata
+            ctype = ctype or source.content_type or "application/octet-stream"
         part = max(self.settings.part_size, 512 * MIB, -(-size // MAX_PARTS))
-        source = self._copy_source(src)
+        copy_source = self._copy_source(src)
         what = f"multipart copy of {src} to {dst}"
+        src_md5 = self._source_key(src)
+        sse_c = self._copy_key(src_md5)
+        sse_headers = [
+            *(self._keys.headers_for(src_md5, copy_source=True) if self._keys else ()),
+            *(sse_c.headers() if sse_c else ()),
+        ]
 
         def part_request(upload_id: str, n: int, start: int) -> Future[str]:
             end = min(start + part, size) - 1
@@ -626,15 +893,17 @@ class CrtEngine:
                     dst,
                     query=f"partNumber={n}&uploadId={_q(upload_id)}",
                     headers=[
-                        ("x-amz-copy-source", source),
+                        ("x-amz-copy-source", copy_source),
                         ("x-amz-copy-source-range", f"bytes={start}-{end}"),
+                        *sse_headers,
                     ],
                     op="UploadPartCopy",
                 ),
                 lambda a: xml.find(bytes(a.body), "ETag"),
             )
 
-        return self._multipart(what, dst, metadata, ctype, size, part, part_request)
+        kept = self._kept(source, sse_c)
+        return self._multipart(what, dst, metadata, ctype, size, part, part_request, sse_c, kept)
 
     def _multipart(
         self,
@@ -645,16 +914,20 @@ class CrtEngine:
         size: int,
         part: int,
         part_request: Callable[[str, int, int], Future[str]],
+        sse_c: CustomerKey | None,
+        kept: Headers | None = None,
     ) -> str:
         """A multipart upload of `key` whose parts `part_request(upload_id, number,
         start)` makes, `parallel_count` in flight. On any failure it is aborted, once
-        every part started has finished (a part landing after the abort would stay)."""
+        every part started has finished (a part landing after the abort would stay).
+        `sse_c`: the SSE-C key it is written with (its parts must carry it too); `kept`:
+        what a copy keeps of its source's storage (see _kept)."""
         created = self._send(
             f"{what}: create",
             "POST",
             key,
             query="uploads",
-            headers=self._object_headers(metadata, ctype),
+            headers=[*self._object_headers(metadata, ctype, sse_c), *(kept or ())],
             op="CreateMultipartUpload",
         ).result()
         upload_id = xml.find(bytes(created.body), "UploadId")
@@ -680,9 +953,11 @@ class CrtEngine:
                 "POST",
                 key,
                 query=f"uploadId={_q(upload_id)}",
+                headers=sse_c.headers() if sse_c else [],
                 payload=xml.complete_multipart(list(enumerate(etags, 1))),
                 op="CompleteMultipartUpload",
             ).result()
+            self._learn(key, sse_c.md5 if sse_c else "")
             return xml.find(bytes(done.body), "ETag")
         except BaseException:
             for f in futures:
@@ -703,6 +978,7 @@ class CrtEngine:
             log.error("could not abort multipart upload of %s (parts may remain): %s", key, e)
 
     def delete(self, key: str) -> None:
+        self._key_of.pop(key, None)
         try:
             self._send(f"DELETE {key}", "DELETE", key, op="DeleteObject").result()
         except S3Error as e:
@@ -713,6 +989,8 @@ class CrtEngine:
         """Batched DeleteObjects (1000 a request); any key that fails raises."""
         for i in range(0, len(keys), 1000):
             batch = keys[i : i + 1000]
+            for key in batch:
+                self._key_of.pop(key, None)
             body = xml.delete_objects(batch)
             md5 = base64.b64encode(hashlib.md5(body).digest()).decode()
             answer = self._send(
@@ -827,10 +1105,30 @@ def _read_all(fd: int, size: int) -> bytes:
     return data
 
 
+# What S3 answers when temporary credentials have run out (or their key is gone).
+_EXPIRED_CODES = frozenset(
+    {"ExpiredToken", "TokenRefreshRequired", "InvalidToken", "InvalidAccessKeyId"}
+)
+
+
+def _refused_credentials(error: BaseException) -> bool:
+    """An answer that fresh credentials may cure. A HEAD's has no body to tell: a 400
+    or 403 to one counts (the source refetches at most once every few seconds)."""
+    status = getattr(error, "status_code", None)
+    if status not in (400, 403):
+        return False
+    body = getattr(error, "body", None)
+    if not body:
+        return True
+    code, _ = error_code(body)
+    return code in _EXPIRED_CODES
+
+
 def _provider(credentials: Any) -> auth.AwsCredentialsProvider:
     """A CRT credentials provider: fixed keys as they are; a source with `get()` asked at
     every signing, so that refreshed credentials are used from the next request on (the
     parts of a long upload included)."""
+    credentials = getattr(credentials, "fixed", None) or credentials
     getter = getattr(credentials, "get", None)
     if getter is None:
         return auth.AwsCredentialsProvider.new_static(

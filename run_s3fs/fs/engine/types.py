@@ -16,6 +16,10 @@ class ObjectInfo:
     etag: str
     content_type: str
     metadata: dict[str, str]  # x-amz-meta-* without the prefix, names lowercased
+    # How it is stored ("" where S3 did not say: STANDARD, no SSE-S3/SSE-KMS).
+    storage_class: str = ""
+    sse: str = ""  # x-amz-server-side-encryption: AES256 or aws:kms
+    kms_key_id: str = ""
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,223 @@
+"""The core (run_s3fs.fs.core.Filesystem) without a mount, against the moto server: special
+files, name limits, directory times and link counts, as the FUSE adapter would call it."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+from collections.abc import Iterator
+
+import pytest
+from conftest import ACCESS_KEY, SECRET_KEY
+
+from run_s3fs.fs.core.filesystem import Filesystem, FsSettings
+from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
+from run_s3fs.fs.credentials import Credentials
+from run_s3fs.fs.engine import EngineSettings, open_engine
+from run_s3fs.fs.layout import Attr
+
+MIB = 1024 * 1024
+
+
+def make_core(url: str, bucket: str, spool: str, prefix: str = "") -> Filesystem:
+    engine = open_engine(
+        EngineSettings(
+            bucket=bucket,
+            url=url,
+            region="us-east-1",
+            path_style=True,
+            retries=1,
+            connect_timeout=3,
+            readwrite_timeout=10,
+            part_size=5 * MIB,
+            multipart_threshold=8 * MIB,
+            parallel_count=2,
+        ),
+        Credentials(ACCESS_KEY, SECRET_KEY),
+    )
+    ns = Namespace(
+        engine,
+        NamespaceSettings(
+            prefix=prefix,
+            uid=0,
+            gid=0,
+            stat_ttl=60,
+            negative_ttl=2,
+            max_entries=1000,
+            max_in_flight=4,
+        ),
+    )
+    root = Attr(stat.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0)
+    return Filesystem(engine, ns, FsSettings(spool_dir=spool, root_attr=root))
+
+
+@pytest.fixture
+def core(s3_server, bucket, tmp_path) -> Iterator[Filesystem]:
+    fs = make_core(s3_server.url, bucket, str(tmp_path))
+    yield fs
+    fs.engine.close()
+
+
+@pytest.fixture
+def fresh(s3_server, bucket, tmp_path):
+    """Another core on the same bucket: what a new mount sees."""
+    made: list[Filesystem] = []
+
+    def make() -> Filesystem:
+        made.append(make_core(s3_server.url, bucket, str(tmp_path)))
+        return made[-1]
+
+    yield make
+    for fs in made:
+        fs.engine.close()
+
+
+def errno_of(fn, *args) -> int:
+    with pytest.raises(OSError) as info:
+        fn(*args)
+    return info.value.errno
+
+
+def keys(s3, bucket: str) -> list[str]:
+    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
+
+
+@pytest.mark.parametrize(
+    ("kind", "dev"),
+    [(stat.S_IFIFO, 0), (stat.S_IFSOCK, 0), (stat.S_IFCHR, 0x0103), (stat.S_IFBLK, 0x712C)],
+)
+def test_mknod_makes_s3fs_objects_kept_by_chmod_and_rename(core, fresh, s3, bucket, kind, dev):
+    core.mknod("/node", kind | 0o640, dev, 7, 8)
+    head = s3.head_object(Bucket=bucket, Key="node")
+    assert head["ContentLength"] == 0 and head["ContentType"] == "application/octet-stream"
+    assert head["Metadata"]["mode"] == str(kind | 0o640)
+    assert head["Metadata"].get("rdev") == (str(dev) if dev else None)
+    core.chmod("/node", 0o600)
+    core.rename("/node", "/moved")
+    assert [name for name, _ in core.readdir("/")[2:]] == ["moved"]
+    for fs in (core, fresh()):
+        attr = fs.getattr("/moved")
+        assert (attr.mode, attr.rdev, attr.uid, attr.gid) == (kind | 0o600, dev, 7, 8)
+    assert errno_of(core.mknod, "/moved", stat.S_IFIFO | 0o600, 0, 0, 0) == errno.EEXIST
+    core.unlink("/moved")
+    assert keys(s3, bucket) == []
+
+
+def test_mknod_of_a_directory_type_is_einval(core, s3, bucket):
+    assert errno_of(core.mknod, "/d", stat.S_IFDIR | 0o755, 0, 0, 0) == errno.EINVAL
+    assert keys(s3, bucket) == []
+
+
+def test_names_too_long_are_refused_before_any_request(core, s3, bucket):
+    long = "/" + "n" * 256
+    core.mkdir("/dir", 0o755, 0, 0)
+    core.symlink("/link", "dir", 0, 0)
+    makers = [
+        (core.mkdir, long, 0o755, 0, 0),
+        (core.create, long, 0o644, os.O_WRONLY, 0, 0),
+        (core.symlink, long, "dir", 0, 0),
+        (core.mknod, long, stat.S_IFIFO | 0o644, 0, 0, 0),
+        (core.rename, "/dir", long),
+        (core.rename, "/link", long),
+        (core.getattr, long),
+        (core.chmod, long, 0o600),
+        (core.chown, long, 1, 1),
+        (core.truncate, long, 0),
+        (core.unlink, long),
+        (core.rmdir, long),
+        (core.readlink, long),
+    ]
+    for fn, *args in makers:
+        assert errno_of(fn, *args) == errno.ENAMETOOLONG, fn.__name__
+    assert errno_of(core.symlink, "/l2", "t" * 4096, 0, 0) == errno.ENAMETOOLONG
+    assert keys(s3, bucket) == ["dir/", "link"]
+
+
+def test_the_mount_prefix_counts_in_the_key_limit(s3_server, s3, bucket, tmp_path):
+    fs = make_core(s3_server.url, bucket, str(tmp_path), prefix="p" * 100 + "/")
+    try:
+        name = "/" + "/".join(["d" * 200] * 4) + "/" + "f" * 119  # 1,024 bytes with it
+        parent = name.rsplit("/", 1)[0]
+        for i in range(1, 5):
+            fs.mkdir("/" + "/".join(["d" * 200] * i), 0o755, 0, 0)
+        fs.release(fs.create(name, 0o644, os.O_WRONLY, 0, 0))
+        assert errno_of(fs.create, name + "g", 0o644, os.O_WRONLY, 0, 0) == errno.ENAMETOOLONG
+        assert errno_of(fs.mkdir, name[:-1] + "h", 0o755, 0, 0) == errno.ENAMETOOLONG
+        assert [n for n, _ in fs.readdir(parent)[2:]] == ["f" * 119]
+    finally:
+        fs.engine.close()
+
+
+def test_directory_rename_checks_every_key_first(core, s3, bucket):
+    core.mkdir("/a", 0o755, 0, 0)
+    core.mkdir("/a/" + "s" * 250, 0o755, 0, 0)
+    deep = "/a/" + "s" * 250 + "/" + "t" * 250 + "/" + "u" * 250 + "/" + "v" * 250
+    for i in range(3, 6):
+        core.mkdir("/".join(deep.split("/")[: i + 1]), 0o755, 0, 0)
+    # "a/" + 4 × 251 = 1,006 bytes: a file name of 18 makes a key of 1,024.
+    core.release(core.create(deep + "/" + "f" * 18, 0o644, os.O_WRONLY, 0, 0))
+    before = keys(s3, bucket)
+    assert max(len(k) for k in before) == 1024
+    assert errno_of(core.rename, "/a", "/abc") == errno.ENAMETOOLONG
+    assert keys(s3, bucket) == before
+    core.rename("/a", "/b")  # the same length: fine
+    assert len(keys(s3, bucket)) == len(before) and not core.exists("/a")
+
+
+def test_entry_changes_advance_the_directory_times_here_only(core, fresh):
+    core.mkdir("/d", 0o755, 0, 0)
+    past = (int(time.time()) - 3600) * 10**9
+    core.utimens("/d", past, past)
+    assert core.getattr("/d").mtime_ns == past
+    steps = [
+        lambda: core.release(core.create("/d/f", 0o644, os.O_WRONLY, 0, 0)),
+        lambda: core.mkdir("/d/sub", 0o755, 0, 0),
+        lambda: core.mknod("/d/fifo", stat.S_IFIFO | 0o644, 0, 0, 0),
+        lambda: core.symlink("/d/l", "f", 0, 0),
+        lambda: core.rename("/d/f", "/d/g"),
+        lambda: core.rename("/d/g", "/g"),
+        lambda: core.unlink("/d/l"),
+        lambda: core.rmdir("/d/sub"),
+    ]
+    last = core.getattr("/d")
+    for step in steps:
+        step()
+        now = core.getattr("/d")
+        assert now.mtime_ns > last.mtime_ns and now.ctime_ns > last.ctime_ns
+        last = now
+    assert fresh().getattr("/d").mtime_ns == past  # not persisted: see README
+    core.utimens("/d", past, past)  # times set explicitly are the truth again
+    assert core.getattr("/d").mtime_ns == past
+    assert core.getattr("/").mtime_ns > past  # the root's too (`/g` came in)
+
+
+def test_link_counts(core, fresh):
+    core.mkdir("/d", 0o755, 0, 0)
+    assert core.getattr("/d").nlink == 2
+    for name in ("a", "b"):
+        core.mkdir(f"/d/{name}", 0o755, 0, 0)
+    core.release(core.create("/d/f", 0o644, os.O_WRONLY, 0, 0))
+    assert core.getattr("/d").nlink == 4
+    core.rename("/d/a", "/a")
+    assert (core.getattr("/d").nlink, core.getattr("/a").nlink) == (3, 2)
+    core.rename("/a", "/d/b")  # over an empty directory: still one
+    assert core.getattr("/d").nlink == 3
+    other = fresh()
+    assert other.getattr("/d").nlink == 1  # not listed yet: unknown
+    other.readdir("/d")
+    assert other.getattr("/d").nlink == 3
+    assert other.getattr("/d/f").nlink == 1
+
+
+def test_an_unlinked_open_file_has_no_links(core):
+    fh = core.create("/f", 0o644, os.O_WRONLY, 0, 0)
+    core.write(fh, b"data", 0)
+    core.release(fh)
+    fh = core.open("/f", os.O_RDONLY)[0]
+    core.unlink("/f")
+    attr = core.getattr(None, fh)  # what libfuse passes for a file without a name
+    assert (attr.nlink, attr.size) == (0, 4)
+    assert core.read(fh, 0, 10) == b"data"
+    core.release(fh)

@@ -1,0 +1,57 @@
+"""Block sizes for read-ahead (run_s3fs.fs.engine.crt.Link): big enough to hide each
+GET's wait, small enough that the window keeps enough GETs in flight."""
+
+from __future__ import annotations
+
+from run_s3fs.fs.engine.crt import Link
+
+MIB = 1024 * 1024
+
+
+def link(ttfb: float, rate: float) -> Link:
+    line = Link()
+    line.ttfb, line.rate = ttfb, rate
+    return line
+
+
+def test_an_s3_like_link_gets_eight_gets_in_flight():
+    s3 = link(0.02, 80e6)  # 4 x BDP = 6.4 MB: 8 MiB wanted
+    assert s3.part(64 * MIB) == 8 * MIB
+    assert s3.part(16 * MIB) == 2 * MIB  # an eighth of a smaller window
+    assert s3.part(2 * MIB) == MIB  # never below 1 MiB
+
+
+def test_a_server_that_builds_each_answer_slowly_gets_few_large_gets():
+    assert link(0.15, 2e9).part(64 * MIB) == 32 * MIB  # two in flight are enough
+    assert link(0.32, 130e6).part(64 * MIB) == 32 * MIB  # moto, a 128 MiB object
+
+
+def test_a_quick_server_gets_8_mib_blocks_all_the_same():
+    quick = link(0.0005, 1e9)  # 4 x BDP = 2 MB, but GETs cost CPU at both ends
+    assert quick.part(64 * MIB) == 8 * MIB
+    assert quick.part(4 * MIB) == 2 * MIB  # a window still growing: half of it
+
+
+def test_the_wait_and_the_rate_come_from_gets_of_several_sizes():
+    line = Link()
+    for size in (MIB, 4 * MIB, 256 * 1024, 8 * MIB, 2 * MIB):  # 5 ms + size at 500 MB/s
+        line.observe(0.005 + size / 500e6, size)
+    assert abs(line.ttfb - 0.005) < 0.0005
+    assert abs(line.rate - 500e6) < 10e6
+    line.observe(5.0, 1000)  # too small to tell: ignored
+    assert abs(line.ttfb - 0.005) < 0.0005
+
+
+def test_gets_of_one_size_credit_the_time_past_the_wait_to_the_transfer():
+    line = Link()  # S3's 20 ms until measured otherwise
+    for _ in range(6):
+        line.observe(0.02 + MIB / 80e6, MIB)
+    assert line.ttfb == 0.02
+    assert abs(line.rate - 80e6) < 1e6
+
+
+def test_a_read_waited_for_is_split_where_transfer_dominates():
+    assert link(0.02, 80e6).pieces(1 * MIB) == 3  # S3: 20 ms wait, 13 ms transfer
+    assert link(0.15, 1e9).pieces(1 * MIB) == 1  # the wait dominates: one GET
+    assert link(0.002, 150e6).pieces(1 * MIB) == 4  # a quick server, a slow connection
+    assert link(0.002, 150e6).pieces(300 * 1024) == 1  # never below 256 KiB a piece
