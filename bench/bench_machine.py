@@ -53,10 +53,26 @@ def _deb(package: str) -> str:
     return out if "no packages" not in out else "not installed"
 
 
+def _rclone() -> str:
+    from bench_servers import rclone_binary
+
+    binary = rclone_binary()
+    return _run([binary, "version"]).splitlines()[0] if binary else "not installed"
+
+
 def describe() -> dict[str, str]:
     s3fs = _run(["s3fs", "--version"]).splitlines()[0]
     commit = _run(["git", "rev-parse", "--short", "HEAD"])
-    dirty = _run(["git", "status", "--porcelain", "--", "run_s3fs/fs"])
+    # Not _run: it answers "unknown" for no output, which would read as "modified".
+    status = subprocess.run(
+        ["git", "status", "--porcelain", "--", "run_s3fs/fs"],
+        capture_output=True,
+        text=True,
+        timeout=10,
+        cwd=ROOT,
+        check=False,
+    )
+    dirty = status.returncode != 0 or bool(status.stdout.strip())
     return {
         "cpu": _cpu_model(),
         "cores": str(os.cpu_count()),
@@ -68,6 +84,8 @@ def describe() -> dict[str, str]:
         "libfuse": f"libfuse2 {_deb('libfuse2')} (s3fs), libfuse3 {_deb('libfuse3-3')}",
         "mfusepy": _version("mfusepy"),
         "moto": _version("moto"),
+        "rclone": _rclone(),
+        "awscrt": _version("awscrt"),
         "boto3": _version("boto3"),
         # The benchmark's own code; the python backend's source is reported separately.
         "repository HEAD": commit + (" (run_s3fs/fs modified locally)" if dirty else ""),

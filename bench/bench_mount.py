@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
 import threading
@@ -131,6 +132,14 @@ class Mount:
 
 # Every mount not yet stopped; bench.py stops them all from finally/atexit/signal handlers.
 _LIVE: set[Mount] = set()
+
+
+def kill_all() -> None:
+    """Abort every mount at once (SIGKILL + lazy unmount): a file operation blocked in
+    one (its server gone, say) then fails instead of hanging the benchmark's exit."""
+    for mount in list(_LIVE):
+        with contextlib.suppress(Exception):
+            mount.kill()
 
 
 def stop_all() -> None:
@@ -324,6 +333,11 @@ def drop_caches() -> bool:
     return True
 
 
+# werkzeug (moto's server) colours the request line by status when it logs to a pipe
+# that it takes for a terminal: "\x1b[33mHEAD /bkt/x HTTP/1.1\x1b[0m" for a 404.
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
 class ServerLog:
     """Counts the requests the S3 server logged since a mark, by kind (HEAD, GET, LIST…).
 
@@ -340,7 +354,7 @@ class ServerLog:
     def count(self, since: int, bucket: str) -> dict[str, int]:
         with open(self.path, "rb") as f:
             f.seek(since)
-            text = f.read().decode(errors="replace")
+            text = ANSI.sub("", f.read().decode(errors="replace"))
         counts: dict[str, int] = {}
         for line in text.splitlines():
             try:

@@ -51,7 +51,8 @@ FIGURES = [
 FIGURE_BY_KEY = {f.key: f for f in FIGURES}
 
 DIRECT_NOTES = {
-    "read_mbps": "the CRT's parallel ranged GETs (≥ 8 parts of ≤ 8 MiB, 32 connections)",
+    "read_mbps": "the better of the CRT's parallel ranged GETs (≥ 8 parts of ≤ 8 MiB, 32 "
+    "connections) and one GET stream (in the JSON: read_parallel_mbps, read_single_mbps)",
     "ttfb_ms": "HEAD, then a GET of the first MiB",
     "random_ms": "the same ranged GETs, one after the other",
     "write_mbps": "a multipart upload, ≥ 8 parts of 5-8 MiB, 8 in flight",
@@ -411,7 +412,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         out += ["", "CPU as a share of one core (medians):", "", *usage_table(results, key)]
         req = requests_table(results, key)
         if req:
-            out += ["", "Requests per workload (from the server's log, medians):", "", *req]
+            source = "the proxy's log" if sc["profile"] == "s3like" else "moto's log"
+            out += ["", f"Requests per workload (from {source}, medians):", "", *req]
     out += ["", "## Notes", ""] + [f"- {n}" for n in NOTES]
     out.append("- direct client: " + "; ".join(f"{k}: {v}" for k, v in DIRECT_NOTES.items()))
     for name, seed in results.get("seeding", {}).items():

@@ -108,7 +108,10 @@ def start_server(name: str, work: Path, logs: Path, access_key: str, secret_key:
             str(data),
         ]  # fmt: skip
         with open(log, "wb") as out:
-            proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, env=env)
+            # Its own session: a ^C reaches the benchmark, which unmounts before it stops this.
+            proc = subprocess.Popen(
+                argv, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
+            )
         _wait_port(port, proc, log, "rclone serve s3")
         return Server("rclone", f"http://127.0.0.1:{port}", proc, log, False, has_markers=False)
     raise ValueError(name)
@@ -121,6 +124,7 @@ class Netem:
     url: str
     process: subprocess.Popen[bytes]
     log: Path
+    request_log: Path  # one line per request, as moto logs them (bench_mount.ServerLog)
 
     def stop(self) -> None:
         self.process.terminate()
@@ -135,13 +139,15 @@ def start_netem(upstream: str, logs: Path, latency_ms: float, conn_mbps: float) 
     hostport = upstream.split("://", 1)[1]
     ready = logs / f"netem-{os.getpid()}-{time.monotonic_ns()}.port"
     log = ready.with_suffix(".log")
+    requests = ready.with_suffix(".requests.log")
+    requests.touch()
     argv = [
         sys.executable, str(HERE / "netem.py"), "--upstream", hostport,
         "--latency-ms", str(latency_ms), "--conn-mbps", str(conn_mbps),
-        "--ready-file", str(ready),
+        "--ready-file", str(ready), "--request-log", str(requests),
     ]  # fmt: skip
     with open(log, "wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     deadline = time.monotonic() + 20
     while not ready.exists():
         if proc.poll() is not None or time.monotonic() > deadline:
@@ -150,4 +156,4 @@ def start_netem(upstream: str, logs: Path, latency_ms: float, conn_mbps: float) 
         time.sleep(0.02)
     port = int(ready.read_text())
     ready.unlink()
-    return Netem(f"http://127.0.0.1:{port}", proc, log)
+    return Netem(f"http://127.0.0.1:{port}", proc, log, requests)

@@ -3,7 +3,7 @@
 connection's bandwidth.
 
     python3 bench/netem.py --upstream 127.0.0.1:9000 [--listen 127.0.0.1:0]
-        [--latency-ms 20] [--conn-mbps 80] [--ready-file PATH]
+        [--latency-ms 20] [--conn-mbps 80] [--ready-file PATH] [--request-log PATH]
 
 - **Latency**: the first byte of every response is held for --latency-ms (S3's time to
   first byte is 10-30 ms on a warm connection). Request boundaries are found without
@@ -28,16 +28,19 @@ import contextlib
 import heapq
 import itertools
 import os
+import re
 import selectors
 import signal
 import socket
 import sys
 import time
 from pathlib import Path
+from typing import TextIO
 
 CHUNK = 1 << 20  # bytes per recv: few system calls per megabyte
 BURST_SECONDS = 0.005  # the bucket holds this much transfer time (min MIN_BURST bytes)
 MIN_BURST = 64 * 1024
+RANGE = re.compile(rb"\r\nrange: *bytes=([0-9-]+)", re.IGNORECASE)
 
 
 class Pipe:
@@ -141,6 +144,8 @@ class Conn:
                 self.answering = False
                 self.requests += 1
                 self.proxy.requests += 1
+                if self.proxy.request_log is not None:
+                    self.proxy.log_request(data)
         elif not self.answering:
             self.answering = True
             if self.proxy.latency:
@@ -179,10 +184,23 @@ class Proxy:
         self._seq = itertools.count()
         self.requests = 0
         self.running = True
+        self.request_log: TextIO | None = None
+        # Connections whose sockets' interest may have changed: only these are looked at
+        # after each round (a pipe that must wait has a timer, which marks it again).
+        self.dirty: set[Conn] = set()
 
     @property
     def address(self) -> tuple[str, int]:
         return self.listener.getsockname()[:2]
+
+    def log_request(self, data: bytes) -> None:
+        """One line per request, moto's shape (`"GET /bkt/key HTTP/1.1"`), with the
+        Range asked for: counts for servers that log none (rclone serve s3)."""
+        line = data[: data.find(b"\r\n")] if b"\r\n" in data[:4096] else data[:200]
+        wanted = RANGE.search(data, 0, 8192)
+        extra = f" range={wanted[1].decode(errors='replace')}" if wanted else ""
+        assert self.request_log is not None
+        self.request_log.write(f'netem "{line.decode(errors="replace")}"{extra}\n')
 
     def wake(self, when: float, pipe: Pipe) -> None:
         if not pipe.waiting:
@@ -203,11 +221,15 @@ class Proxy:
             for sock in (client, server):
                 sock.setblocking(False)
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            self.conns.add(Conn(self, client, server))
+            conn = Conn(self, client, server)
+            self.conns.add(conn)
+            self.dirty.add(conn)
 
     def _interest(self, now: float) -> None:
-        """(Re)register every socket for what its pipes want: read as src, write as dst."""
-        for conn in list(self.conns):
+        """(Re)register the dirty connections' sockets for what their pipes want: read
+        as src, write as dst."""
+        dirty, self.dirty = self.dirty, set()
+        for conn in dirty:
             if conn.dead:
                 continue
             for sock, reader, writer in (
@@ -234,6 +256,7 @@ class Proxy:
             while self.timers and self.timers[0][0] <= now:
                 _, _, pipe = heapq.heappop(self.timers)
                 pipe.waiting = False
+                self.dirty.add(pipe.conn)
                 if pipe.hold_until <= now:
                     pipe.write()
                 elif pipe.pending:
@@ -249,6 +272,7 @@ class Proxy:
                 sock = key.fileobj
                 if conn.dead:
                     continue
+                self.dirty.add(conn)
                 reader = conn.up if sock is conn.client else conn.down
                 writer = conn.down if sock is conn.client else conn.up
                 if events & selectors.EVENT_WRITE:
@@ -322,6 +346,7 @@ def main(argv: list[str] | None = None) -> int:
         help="per connection and direction, 10⁶ B/s; 0: no cap",
     )
     p.add_argument("--ready-file", type=Path, help="write the listening port here once ready")
+    p.add_argument("--request-log", type=Path, help="append one line per request here")
     p.add_argument("--self-test", action="store_true", help="measure the proxy's own ceiling")
     args = p.parse_args(argv)
     if args.self_test:
@@ -343,6 +368,8 @@ def main(argv: list[str] | None = None) -> int:
     def stop(_sig: int, _frame: object) -> None:
         proxy.running = False
 
+    if args.request_log:
+        proxy.request_log = open(args.request_log, "a", buffering=1)  # noqa: SIM115 (lines)
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     if args.ready_file:
@@ -354,6 +381,8 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         print(f"netem: {proxy.requests} requests", file=sys.stderr)
         proxy.close()
+        if proxy.request_log is not None:
+            proxy.request_log.close()
     return 0
 
 
