@@ -89,6 +89,7 @@ class Filesystem:
         """Unmount: upload every file still holding unsaved data."""
         self._stopping.set()
         self.failures = self.flush_all()
+        self.save_dir_times()
 
     def flush_all(self) -> int:
         """Upload everything pending (retrying what failed before). Returns the failures."""
@@ -117,7 +118,8 @@ class Filesystem:
 
     def _retry_pending(self) -> None:
         """Files whose upload failed after their last close are retried in the background
-        (every `retry_interval` seconds), so they do not wait for an unmount."""
+        (every `retry_interval` seconds), so they do not wait for an unmount; directory
+        times changed here are stored on the same beat."""
         while not self._stopping.wait(self.settings.retry_interval):
             for f in self.files.all():
                 if f.refs or not f.dirty or f.unlinked:
@@ -129,6 +131,36 @@ class Filesystem:
                 except OSError:
                     continue  # logged by flush; tried again next round
                 self._close_if_unused(f)
+            self.save_dir_times()
+
+    def save_dir_times(self) -> None:
+        """Store the directory times this mount changed (entries added or removed) in the
+        directories' markers: every `retry_interval` and at unmount, one HEAD and one
+        copy per directory changed since, however many entries changed (a copy per
+        change, as s3fs's update_parent_dir_stat makes, would double the requests of
+        making many small files). A directory without a marker (implicit) or gone is
+        left as it is; a failure is tried again next round."""
+        for path, when in self.ns.unsaved_times().items():
+            if path == "/":
+                continue  # the mountpoint's times are the local directory's
+            key = self.ns.dkey(path)
+            try:
+                current = self.engine.head(key)
+                if current is None:
+                    continue
+                stored = self.ns.decode(current)
+                if when <= stored.mtime_ns and when <= stored.ctime_ns:
+                    continue
+                meta = layout.retimed_meta(
+                    current.metadata, max(when, stored.mtime_ns), max(when, stored.ctime_ns)
+                )
+                ctype = current.content_type or layout.DIR_CONTENT_TYPE
+                self.engine.copy(key, key, current.size, meta, ctype)
+            except OSError as e:
+                log.warning("%s: could not store its new mtime yet: %s", path, e)
+                self.ns.unsaved_again(path)
+                continue
+            self.ns.forget(path)
 
     def busy(self) -> bool:
         """True while some file is open with data not yet uploaded."""
