@@ -563,7 +563,7 @@ class Filesystem:
         """A regular file, or a FIFO, socket or device as s3fs makes them: an empty object
         whose mode has the type (a device's number in x-amz-meta-rdev, which s3fs does
         not keep). Opening one never reaches us: the kernel serves FIFOs and sockets
-        itself, and a device node opens the local device (with the `dev` mount option)."""
+        itself, and a device node would open the local device (a nodev mount refuses)."""
         kind = stat.S_IFMT(mode)
         if kind in (0, stat.S_IFREG):
             self._release(self.create(path, mode, 0, uid, gid))

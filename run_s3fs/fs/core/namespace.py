@@ -80,7 +80,7 @@ class Namespace:
         self.listings_ahead = ListingsAhead(
             lambda path: engine.list_dir_async(self.dkey(path)), settings.negative_ttl
         )
-        # path → when an entry was last added or removed here (ns): for the mount's life.
+        # path → when an entry was last added or removed here (ns), until the mount ends.
         self.dir_times: Bounded[str, int] = Bounded(MAX_DIR_TIMES)
         self._unsaved_times: set[str] = set()  # of those, the ones not in S3 yet
         self._unsaved_lock = threading.Lock()
