@@ -4,7 +4,10 @@ errnos out. `Filesystem` (filesystem.py) is its face; the FUSE adapter calls not
 Lock order (a thread holding one may take only those after it, never before):
   1. OpenFile.lock        one file's content, spool and upload (handles.py)
   2. Filesystem.lock      the table of open files and handles (filesystem.py)
+     Filesystem._marker_lock  a directory marker's HEAD and rewrite (held over both)
   3. cache locks          each cache's own (caches.py), and the prefetchers' (prefetch.py)
 A cache or the table lock is never held while waiting for S3; a file's lock may be
-(an upload runs under it, so a close racing with a write cannot lose data).
+(an upload runs under it, so a close racing with a write cannot lose data), and so is
+the marker lock (a chmod of a directory and the lazy store of its mtime must not undo
+each other).
 """

@@ -10,6 +10,7 @@ S3 holds), and edits metadata.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -74,6 +75,8 @@ class Filesystem:
         # path → ETag when the kernel last cached its pages (for keep_cache).
         self._seen_etags: Bounded[str, str] = Bounded(settings.max_seen_etags)
         self._lock = threading.Lock()
+        # A directory marker's read-modify-write (set_meta, save_dir_times) is one step.
+        self._marker_lock = threading.Lock()
         # Handles opened for writing: only their flush uploads and reports failures (a
         # reader's close must not fail because someone else's upload did).
         self._writers: set[int] = set()
@@ -144,23 +147,25 @@ class Filesystem:
             if path == "/":
                 continue  # the mountpoint's times are the local directory's
             key = self.ns.dkey(path)
-            try:
-                current = self.engine.head(key)
-                if current is None:
+            # Under the lock a chmod/chown/utimens of a directory holds from its HEAD to its
+            # copy: a rewrite of the marker from an older HEAD would undo theirs.
+            with self._marker_lock:
+                try:
+                    current = self.engine.head(key)
+                    if current is None:
+                        continue
+                    stored = self.ns.decode(current)
+                    if when <= stored.mtime_ns and when <= stored.ctime_ns:
+                        continue
+                    mtime, ctime = max(when, stored.mtime_ns), max(when, stored.ctime_ns)
+                    meta = layout.retimed_meta(current.metadata, mtime, ctime)
+                    ctype = current.content_type or layout.DIR_CONTENT_TYPE
+                    self.engine.copy(key, key, current.size, meta, ctype)
+                except OSError as e:
+                    log.warning("%s: could not store its new mtime yet: %s", path, e)
+                    self.ns.unsaved_again(path)
                     continue
-                stored = self.ns.decode(current)
-                if when <= stored.mtime_ns and when <= stored.ctime_ns:
-                    continue
-                meta = layout.retimed_meta(
-                    current.metadata, max(when, stored.mtime_ns), max(when, stored.ctime_ns)
-                )
-                ctype = current.content_type or layout.DIR_CONTENT_TYPE
-                self.engine.copy(key, key, current.size, meta, ctype)
-            except OSError as e:
-                log.warning("%s: could not store its new mtime yet: %s", path, e)
-                self.ns.unsaved_again(path)
-                continue
-            self.ns.forget(path)
+                self.ns.forget(path)
 
     def busy(self) -> bool:
         """True while some file is open with data not yet uploaded."""
@@ -251,22 +256,23 @@ class Filesystem:
         etag = ""  # the copy's: reads pinned to the old one would find it "replaced"
         # The object as it is now: its Content-Type and other tools' headers are kept.
         key = self.ns.dkey(path) if attr.is_dir else self.ns.key(path)
-        current = self.engine.head(key)
-        if current is not None:
-            new = replace(new, extra=_edited(layout.foreign_meta(current.metadata), edit))
-            ctype = current.content_type or (
-                layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
-            )
-            etag = self.engine.copy(key, key, current.size, layout.object_meta(new), ctype)
-        elif attr.is_dir:
-            # An implicit directory gets a marker, so the new attributes have a home.
-            self.engine.put(key, b"", layout.object_meta(new), layout.DIR_CONTENT_TYPE)
-        else:
-            raise error(errno.ENOENT)
-        if f is not None:
-            f.attr = replace(new, size=f.attr.size, etag=etag or f.attr.etag)
-        self.ns.changed(path, exists=True, is_dir=attr.is_dir)
-        self.ns.store(path, replace(new, etag=""))
+        with self._marker_lock if attr.is_dir else contextlib.nullcontext():
+            current = self.engine.head(key)
+            if current is not None:
+                new = replace(new, extra=_edited(layout.foreign_meta(current.metadata), edit))
+                ctype = current.content_type or (
+                    layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
+                )
+                etag = self.engine.copy(key, key, current.size, layout.object_meta(new), ctype)
+            elif attr.is_dir:
+                # An implicit directory gets a marker, so the new attributes have a home.
+                self.engine.put(key, b"", layout.object_meta(new), layout.DIR_CONTENT_TYPE)
+            else:
+                raise error(errno.ENOENT)
+            if f is not None:
+                f.attr = replace(new, size=f.attr.size, etag=etag or f.attr.etag)
+            self.ns.changed(path, exists=True, is_dir=attr.is_dir)
+            self.ns.store(path, replace(new, etag=""))
 
     def chmod(self, path: str, mode: int) -> None:
         attr = self.lookup(path)
