@@ -225,3 +225,20 @@ def test_an_unlinked_open_file_has_no_links(core):
     assert (attr.nlink, attr.size) == (0, 4)
     assert core.read(fh, 0, 10) == b"data"
     core.release(fh)
+
+
+def test_storing_directory_times_keeps_everything_else(core, fresh, s3, bucket):
+    core.mkdir("/d", 0o755, 5, 6)
+    core.setxattr("/d", "user.k", b"v", 0)
+    core.chmod("/d", 0o1777)
+    core.mknod("/d/p", stat.S_IFIFO | 0o600, 0, 0, 0)
+    before = s3.head_object(Bucket=bucket, Key="d/")["Metadata"]
+    core.save_dir_times()
+    after = s3.head_object(Bucket=bucket, Key="d/")["Metadata"]
+    assert after["mtime"] > before["mtime"]
+    assert {k: v for k, v in after.items() if k not in ("mtime", "ctime")} == {
+        k: v for k, v in before.items() if k not in ("mtime", "ctime")
+    }
+    attr = fresh().getattr("/d")
+    assert (attr.mode, attr.uid, attr.gid) == (stat.S_IFDIR | 0o1777, 5, 6)
+    assert attr.mtime_ns // 10**9 == core.getattr("/d").mtime_ns // 10**9
