@@ -281,6 +281,16 @@ def renamed_meta(metadata: Mapping[str, str], ctime_ns: int) -> dict:
     return {**{k.lower(): v for k, v in metadata.items()}, "ctime": format_time(ctime_ns)}
 
 
+def retimed_meta(metadata: Mapping[str, str], mtime_ns: int, ctime_ns: int) -> dict:
+    """A directory marker's metadata with new mtime and ctime, all else as it was (what
+    s3fs's update_parent_dir_stat writes)."""
+    return {
+        **{k.lower(): v for k, v in metadata.items()},
+        "mtime": format_time(mtime_ns),
+        "ctime": format_time(ctime_ns),
+    }
+
+
 def is_dir_object(key: str, content_type: str | None, size: int) -> bool:
     """True if an object is a directory marker (when its mode does not say)."""
     ctype = (content_type or "").split(";")[0].strip().lower()

@@ -187,10 +187,14 @@ def test_entry_changes_advance_the_directory_times_here_only(core, fresh):
         now = core.getattr("/d")
         assert now.mtime_ns > last.mtime_ns and now.ctime_ns > last.ctime_ns
         last = now
-    assert fresh().getattr("/d").mtime_ns == past  # not persisted: see README
+    assert core.getattr("/").mtime_ns > past  # the root's too (`/g` came in)
+    assert fresh().getattr("/d").mtime_ns == past  # stored later, see README
+    core.save_dir_times()
+    assert fresh().getattr("/d").mtime_ns // 10**9 == last.mtime_ns // 10**9
     core.utimens("/d", past, past)  # times set explicitly are the truth again
     assert core.getattr("/d").mtime_ns == past
-    assert core.getattr("/").mtime_ns > past  # the root's too (`/g` came in)
+    core.save_dir_times()
+    assert fresh().getattr("/d").mtime_ns == past
 
 
 def test_link_counts(core, fresh):
@@ -237,3 +241,20 @@ def test_metadata_set_after_close_before_release_is_in_s3_at_once(core, s3, buck
     assert int(head["Metadata"]["mode"]) & 0o777 == 0o600
     core.release(fh)
     assert s3.get_object(Bucket=bucket, Key="f")["Body"].read() == b"data"
+
+
+def test_storing_directory_times_keeps_everything_else(core, fresh, s3, bucket):
+    core.mkdir("/d", 0o755, 5, 6)
+    core.setxattr("/d", "user.k", b"v", 0)
+    core.chmod("/d", 0o1777)
+    core.mknod("/d/p", stat.S_IFIFO | 0o600, 0, 0, 0)
+    before = s3.head_object(Bucket=bucket, Key="d/")["Metadata"]
+    core.save_dir_times()
+    after = s3.head_object(Bucket=bucket, Key="d/")["Metadata"]
+    assert after["mtime"] > before["mtime"]
+    assert {k: v for k, v in after.items() if k not in ("mtime", "ctime")} == {
+        k: v for k, v in before.items() if k not in ("mtime", "ctime")
+    }
+    attr = fresh().getattr("/d")
+    assert (attr.mode, attr.uid, attr.gid) == (stat.S_IFDIR | 0o1777, 5, 6)
+    assert attr.mtime_ns // 10**9 == core.getattr("/d").mtime_ns // 10**9

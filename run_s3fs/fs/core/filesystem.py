@@ -10,6 +10,7 @@ S3 holds), and edits metadata.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import os
@@ -74,6 +75,8 @@ class Filesystem:
         # path → ETag when the kernel last cached its pages (for keep_cache).
         self._seen_etags: Bounded[str, str] = Bounded(settings.max_seen_etags)
         self._lock = threading.Lock()
+        # A directory marker's read-modify-write (set_meta, save_dir_times) is one step.
+        self._marker_lock = threading.Lock()
         # Handles opened for writing: only their flush uploads and reports failures (a
         # reader's close must not fail because someone else's upload did).
         self._writers: set[int] = set()
@@ -89,6 +92,7 @@ class Filesystem:
         """Unmount: upload every file still holding unsaved data."""
         self._stopping.set()
         self.failures = self.flush_all()
+        self.save_dir_times()
 
     def flush_all(self) -> int:
         """Upload everything pending (retrying what failed before). Returns the failures."""
@@ -117,7 +121,8 @@ class Filesystem:
 
     def _retry_pending(self) -> None:
         """Files whose upload failed after their last close are retried in the background
-        (every `retry_interval` seconds), so they do not wait for an unmount."""
+        (every `retry_interval` seconds), so they do not wait for an unmount; directory
+        times changed here are stored on the same beat."""
         while not self._stopping.wait(self.settings.retry_interval):
             for f in self.files.all():
                 if f.refs or not f.dirty or f.unlinked:
@@ -129,6 +134,38 @@ class Filesystem:
                 except OSError:
                     continue  # logged by flush; tried again next round
                 self._close_if_unused(f)
+            self.save_dir_times()
+
+    def save_dir_times(self) -> None:
+        """Store the directory times this mount changed (entries added or removed) in the
+        directories' markers: every `retry_interval` and at unmount, one HEAD and one
+        copy per directory changed since, however many entries changed (a copy per
+        change, as s3fs's update_parent_dir_stat makes, would double the requests of
+        making many small files). A directory without a marker (implicit) or gone is
+        left as it is; a failure is tried again next round."""
+        for path, when in self.ns.unsaved_times().items():
+            if path == "/":
+                continue  # the mountpoint's times are the local directory's
+            key = self.ns.dkey(path)
+            # Under the lock a chmod/chown/utimens of a directory holds from its HEAD to its
+            # copy: a rewrite of the marker from an older HEAD would undo theirs.
+            with self._marker_lock:
+                try:
+                    current = self.engine.head(key)
+                    if current is None:
+                        continue
+                    stored = self.ns.decode(current)
+                    if when <= stored.mtime_ns and when <= stored.ctime_ns:
+                        continue
+                    mtime, ctime = max(when, stored.mtime_ns), max(when, stored.ctime_ns)
+                    meta = layout.retimed_meta(current.metadata, mtime, ctime)
+                    ctype = current.content_type or layout.DIR_CONTENT_TYPE
+                    self.engine.copy(key, key, current.size, meta, ctype, current)
+                except OSError as e:
+                    log.warning("%s: could not store its new mtime yet: %s", path, e)
+                    self.ns.unsaved_again(path)
+                    continue
+                self.ns.forget(path)
 
     def busy(self) -> bool:
         """True while some file is open with data not yet uploaded."""
@@ -221,22 +258,25 @@ class Filesystem:
         etag = ""  # the copy's: reads pinned to the old one would find it "replaced"
         # The object as it is now: its Content-Type and other tools' headers are kept.
         key = self.ns.dkey(path) if attr.is_dir else self.ns.key(path)
-        current = self.engine.head(key)
-        if current is not None:
-            new = replace(new, extra=_edited(layout.foreign_meta(current.metadata), edit))
-            ctype = current.content_type or (
-                layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
-            )
-            etag = self.engine.copy(key, key, current.size, layout.object_meta(new), ctype, current)
-        elif attr.is_dir:
-            # An implicit directory gets a marker, so the new attributes have a home.
-            self.engine.put(key, b"", layout.object_meta(new), layout.DIR_CONTENT_TYPE)
-        else:
-            raise error(errno.ENOENT)
-        if f is not None:
-            f.attr = replace(new, size=f.attr.size, etag=etag or f.attr.etag)
-        self.ns.changed(path, exists=True, is_dir=attr.is_dir)
-        self.ns.store(path, replace(new, etag=""))
+        with self._marker_lock if attr.is_dir else contextlib.nullcontext():
+            current = self.engine.head(key)
+            if current is not None:
+                new = replace(new, extra=_edited(layout.foreign_meta(current.metadata), edit))
+                ctype = current.content_type or (
+                    layout.DIR_CONTENT_TYPE if attr.is_dir else layout.DEFAULT_CONTENT_TYPE
+                )
+                etag = self.engine.copy(
+                    key, key, current.size, layout.object_meta(new), ctype, current
+                )
+            elif attr.is_dir:
+                # An implicit directory gets a marker, so the new attributes have a home.
+                self.engine.put(key, b"", layout.object_meta(new), layout.DIR_CONTENT_TYPE)
+            else:
+                raise error(errno.ENOENT)
+            if f is not None:
+                f.attr = replace(new, size=f.attr.size, etag=etag or f.attr.etag)
+            self.ns.changed(path, exists=True, is_dir=attr.is_dir)
+            self.ns.store(path, replace(new, etag=""))
 
     def chmod(self, path: str, mode: int) -> None:
         attr = self.lookup(path)
@@ -533,7 +573,7 @@ class Filesystem:
         """A regular file, or a FIFO, socket or device as s3fs makes them: an empty object
         whose mode has the type (a device's number in x-amz-meta-rdev, which s3fs does
         not keep). Opening one never reaches us: the kernel serves FIFOs and sockets
-        itself, and a device node opens the local device (with the `dev` mount option)."""
+        itself, and a device node would open the local device (a nodev mount refuses)."""
         kind = stat.S_IFMT(mode)
         if kind in (0, stat.S_IFREG):
             self._release(self.create(path, mode, 0, uid, gid))

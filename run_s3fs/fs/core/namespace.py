@@ -8,9 +8,10 @@ then one one-key LIST that tells a directory marker from an implicit directory.
 Other mounts' changes are seen when entries expire; readdir always lists anew.
 
 Two things only this mount knows are kept beside the caches: when it last added or
-removed an entry of each directory (its mtime and ctime as shown here, see README:
-persisting it would cost a copy of the marker per change), and how many subdirectories
-a directory has, as its last listing and our own changes since say (its st_nlink).
+removed an entry of each directory (its mtime and ctime as shown here; stored in the
+marker later, a copy per directory per round rather than one per change: see
+Filesystem.save_dir_times), and how many subdirectories a directory has, as its last
+listing and our own changes since say (its st_nlink).
 """
 
 from __future__ import annotations
@@ -18,12 +19,13 @@ from __future__ import annotations
 import errno
 import posixpath
 import stat
+import threading
 from concurrent.futures import Future
 from dataclasses import dataclass, replace
 from datetime import datetime
 
 from run_s3fs.fs import layout
-from run_s3fs.fs.core.caches import Bounded
+from run_s3fs.fs.core.caches import Bounded, in_tree
 from run_s3fs.fs.core.prefetch import NOT_LISTED, AttrsAhead, ListingsAhead
 from run_s3fs.fs.engine import Engine, ObjectInfo
 from run_s3fs.fs.layout import Attr
@@ -78,8 +80,10 @@ class Namespace:
         self.listings_ahead = ListingsAhead(
             lambda path: engine.list_dir_async(self.dkey(path)), settings.negative_ttl
         )
-        # path → when an entry was last added or removed here (ns): for the mount's life.
+        # path → when an entry was last added or removed here (ns), until the mount ends.
         self.dir_times: Bounded[str, int] = Bounded(MAX_DIR_TIMES)
+        self._unsaved_times: set[str] = set()  # of those, the ones not in S3 yet
+        self._unsaved_lock = threading.Lock()
         # path → number of subdirectories, from a listing (or a mkdir here), as long as
         # attributes are kept; patched by our own mkdir, rmdir and renames.
         self.subdirs: Bounded[str, int] = Bounded(settings.max_entries, settings.stat_ttl)
@@ -324,6 +328,8 @@ class Namespace:
         # Gone, or a moved tree now there: what we knew of the directories is not theirs.
         self.dir_times.pop_tree(path)
         self.subdirs.pop_tree(path)
+        with self._unsaved_lock:
+            self._unsaved_times -= {p for p in self._unsaved_times if in_tree(p, path)}
 
     def moved(self, old: str, new: str, is_dir: bool) -> None:
         """A rename: `changed_tree` for both names; a moved directory keeps what we knew
@@ -335,6 +341,8 @@ class Namespace:
             self.subdirs.put(new, count)
         if when is not None:
             self.dir_times.put(new, when)
+            with self._unsaved_lock:
+                self._unsaved_times.add(new)
 
     # --- what only this mount knows of directories ---------------------------------------
 
@@ -343,6 +351,8 @@ class Namespace:
         and ctime are now; `subdirs` (+1, -1) adjusts its count of subdirectories."""
         parent = posixpath.dirname(path)
         self.dir_times.put(parent, now)
+        with self._unsaved_lock:
+            self._unsaved_times.add(parent)
         if subdirs:
             self.subdirs.update(parent, lambda n: max(n + subdirs, 0))
 
@@ -357,6 +367,19 @@ class Namespace:
     def times_set(self, path: str) -> None:
         """utimens on a directory: its stored times are the truth again."""
         self.dir_times.pop(path)
+        with self._unsaved_lock:
+            self._unsaved_times.discard(path)
+
+    def unsaved_times(self) -> dict[str, int]:
+        """The directories whose times changed here since the last call, and when."""
+        with self._unsaved_lock:
+            paths, self._unsaved_times = self._unsaved_times, set()
+        times = {p: self.dir_times.get(p) for p in paths}
+        return {p: t for p, t in times.items() if t is not None}
+
+    def unsaved_again(self, path: str) -> None:
+        with self._unsaved_lock:
+            self._unsaved_times.add(path)
 
     def nlink(self, path: str) -> int:
         """A directory's link count: 2 + its subdirectories if a listing (or our own mkdir)
