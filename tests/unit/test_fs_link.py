@@ -46,7 +46,7 @@ def test_gets_of_one_size_credit_the_time_past_the_wait_to_the_transfer():
     line = Link()  # S3's 20 ms until measured otherwise
     for _ in range(6):
         line.observe(0.02 + MIB / 80e6, MIB)
-    assert line.ttfb == 0.02
+    assert abs(line.ttfb - 0.02) < 1e-6
     assert abs(line.rate - 80e6) < 1e6
 
 
@@ -55,3 +55,13 @@ def test_a_read_waited_for_is_split_where_transfer_dominates():
     assert link(0.15, 1e9).pieces(1 * MIB) == 1  # the wait dominates: one GET
     assert link(0.002, 150e6).pieces(1 * MIB) == 4  # a quick server, a slow connection
     assert link(0.002, 150e6).pieces(300 * 1024) == 1  # never below 256 KiB a piece
+
+
+def test_one_slow_get_marks_a_server_that_builds_each_answer_slowly():
+    line = Link()
+    assert not line.busy
+    line.observe(0.3, MIB)  # moto: a 1 MiB GET of a 256 MiB object takes 0.3 s
+    assert line.busy and line.pieces(MIB) == 1
+    quick = Link()
+    quick.observe(0.035, MIB)  # S3-like: 20 ms, then 13 ms of transfer
+    assert not quick.busy

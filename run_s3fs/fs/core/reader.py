@@ -172,8 +172,12 @@ class Reader:
             self._streak += max(end - max(self._last_end, offset), 0)
         else:
             self._streak = end - offset
-        if self._streak >= STREAK:
-            self._window = min(self.max_window, max(2 * self._window, FIRST_WINDOW))
+        costly = self.engine.costly_requests()
+        if self._streak >= STREAK or (costly and offset == 0):
+            # (A server that charges per request gets the whole window for a read from
+            # the start: files are mostly read from there, and small GETs cost it most.)
+            first = self.max_window if costly else FIRST_WINDOW
+            self._window = min(self.max_window, max(2 * self._window, first))
         self._extend(offset, end, split=not sequential)
         blocks = [b for b in self._blocks if b.end > offset and b.start < end]
         for b in blocks:
@@ -203,10 +207,15 @@ class Reader:
 
     def _extend(self, offset: int, end: int, split: bool) -> None:
         """Request blocks up to `end` (needed now) and then up to the window ahead."""
+        upto = end
+        if split and self._follow and self.engine.costly_requests():
+            # Where each request costs the server much, the kernel's read-ahead of a
+            # random read (below) comes in the same GET as the read itself.
+            upto = min(self.size, end + 2 * KERNEL_AHEAD)
         if not self._blocks:
-            self._need(offset, end, split)
+            self._need(offset, upto, split)
         if self._blocks[-1].end < end:
-            self._need(self._blocks[-1].end, end, split)
+            self._need(self._blocks[-1].end, upto, split)
         if split:
             # What the kernel's own read-ahead asks for next: fetched along with the read,
             # not one round trip after it (an unaligned read needs its first page too).

@@ -159,6 +159,10 @@ class Link:
     def _fit(self) -> None:
         n = len(self._seen)
         if n < 4:
+            # Too few for a line: the time past what the assumed rate explains is the
+            # wait (one GET of a server that builds each answer slowly says so at once).
+            waits = [t - size / self.rate for size, t in self._seen]
+            self.ttfb = max(0.0002, sum(waits) / n)
             return
         mean_s = sum(s for s, _ in self._seen) / n
         mean_t = sum(t for _, t in self._seen) / n
@@ -175,6 +179,11 @@ class Link:
         self.rate = 1 / slope
         self.ttfb = max(0.0002, mean_t - slope * mean_s)
 
+    @property
+    def busy(self) -> bool:
+        """Each request costs the server much (see BUSY_SERVER): ask for few, large ones."""
+        return self.ttfb > self.BUSY_SERVER
+
     def pieces(self, size: int) -> int:
         """How many GETs in parallel fetch `size` bytes soonest: one where the wait for
         a first byte dominates (a local server that builds each answer slowly), up to
@@ -187,7 +196,7 @@ class Link:
         """A block size for a read-ahead `window`: a power of two, at least 1 MiB."""
         want = max(4 * self.ttfb * self.rate, self.PART)
         in_flight = min(8, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
-        if self.ttfb > self.BUSY_SERVER:
+        if self.busy:
             in_flight = 2
         cap = window // in_flight
         part = MIB
@@ -447,6 +456,10 @@ class CrtEngine:
                 region=region, credential_provider=self._provider
             )
             return True
+
+    def costly_requests(self) -> bool:
+        """Whether the server's cost per request is high (Link.busy)."""
+        return self.link.busy
 
     def suggested_pieces(self, size: int) -> int:
         """In how many ranged GETs to fetch `size` bytes a reader waits for (see Link)."""
