@@ -258,3 +258,25 @@ def test_storing_directory_times_keeps_everything_else(core, fresh, s3, bucket):
     attr = fresh().getattr("/d")
     assert (attr.mode, attr.uid, attr.gid) == (stat.S_IFDIR | 0o1777, 5, 6)
     assert attr.mtime_ns // 10**9 == core.getattr("/d").mtime_ns // 10**9
+
+
+def test_a_file_replaced_before_its_first_read_is_read_in_its_new_version(core, s3, bucket):
+    old, new = b"o" * (2 * MIB), b"n" * (2 * MIB)
+    s3.put_object(Bucket=bucket, Key="r", Body=old)
+    fh, keep = core.open("/r", os.O_RDONLY)
+    assert not keep  # first open: the kernel drops any pages it had
+    s3.put_object(Bucket=bucket, Key="r", Body=new)  # another client, same size
+    assert bytes(core.read(fh, MIB, 4096)) == new[:4096]  # not ESTALE: nothing read yet
+    core.release(fh)
+
+
+def test_a_file_replaced_after_a_read_fails_with_estale_rather_than_mixing(core, s3, bucket):
+    old, new = b"o" * (2 * MIB), b"n" * (2 * MIB)
+    s3.put_object(Bucket=bucket, Key="m", Body=old)
+    fh, _ = core.open("/m", os.O_RDONLY)
+    assert bytes(core.read(fh, 0, 4096)) == old[:4096]
+    s3.put_object(Bucket=bucket, Key="m", Body=new)
+    with pytest.raises(OSError) as e:
+        core.read(fh, MIB, 4096)
+    assert e.value.errno == errno.ESTALE
+    core.release(fh)

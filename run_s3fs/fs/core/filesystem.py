@@ -443,10 +443,26 @@ class Filesystem:
         keep = bool(etag) and self._seen_etags.get(path) == etag
         if etag:
             self._seen_etags.put(path, etag)
+        if not keep:
+            f.cache_clean = True  # the kernel drops the pages it has of the file now
         return fh, keep
 
     def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
-        return self.files.handle(fh).read(offset, size)
+        f = self.files.handle(fh)
+        try:
+            return f.read(offset, size)
+        except OSError as e:
+            # Opened with attributes up to kernel_timeout old, or replaced between the
+            # open and its first read: nothing was read yet, so the new version may be
+            # read instead of failing (once).
+            if e.errno != errno.ESTALE:
+                raise
+            self.ns.forget(f.path)  # the next open asks S3 afresh
+            if f.delivered or not f.cache_clean:
+                raise  # the kernel may hold pages of the old version: no mix
+            if not f.renew(self.ns.lookup(f.path)):
+                raise
+            return f.read(offset, size)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         self._check_writable()

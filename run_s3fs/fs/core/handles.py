@@ -62,6 +62,10 @@ class OpenFile:
         self.times_set = False  # utimens while dirty: keep those times at upload
         self.kept: str | None = None  # the spool's name in unsaved/ while uploads fail
         self._reader: Reader | None = None
+        self.delivered = False  # some read returned bytes of this version
+        # The kernel was told to drop its pages of the file when it was opened, so it
+        # holds none of another version: only then may a first read go on with a new one.
+        self.cache_clean = False
         if new:
             self.spool = spools.new_spool(spool_dir)
 
@@ -91,7 +95,24 @@ class OpenFile:
             reader = self.reader()
         # Not under the file's lock: the kernel's read-ahead comes as several reads at
         # once, and they overlap (a write meanwhile is not ordered with them anyway).
-        return reader.read(offset, size)
+        data = reader.read(offset, size)
+        self.delivered = True
+        return data
+
+    def renew(self, attr: Attr) -> bool:
+        """Go on with the object's version `attr` after the one this file was opened at
+        was replaced: only before any read returned bytes (no reader sees two versions)
+        and at the same size (the kernel sized its reads by the old one)."""
+        with self.lock:
+            if self.delivered or self.spool is not None or attr.size != self.attr.size:
+                return False
+            if not self.cache_clean:
+                return False
+            if attr.etag == self.attr.etag:
+                return False  # not replaced after all: the error stands
+            self._drop_reader()
+            self.attr = replace(self.attr, etag=attr.etag, mtime_ns=attr.mtime_ns)
+            return True
 
     def _drop_reader(self) -> None:
         if self._reader is not None:
