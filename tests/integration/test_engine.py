@@ -11,11 +11,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY
+from engine_support import make_engine
 from faultproxy import FaultProxy, FaultRates
 
 from run_s3fs.devserver import free_port
-from run_s3fs.fs.credentials import Credentials
-from run_s3fs.fs.engine import Engine, EngineSettings, S3Error, open_engine
+from run_s3fs.fs.engine import S3Error
 
 MIB = 1024 * 1024
 KEYS = [
@@ -29,26 +29,9 @@ KEYS = [
 ]
 
 
-def make(url: str, bucket: str, **overrides) -> Engine:
-    settings = dict(
-        bucket=bucket,
-        url=url,
-        region="us-east-1",
-        path_style=True,
-        retries=2,
-        connect_timeout=3,
-        readwrite_timeout=10,
-        part_size=5 * MIB,
-        multipart_threshold=8 * MIB,
-        parallel_count=4,
-    )
-    settings.update(overrides)
-    return open_engine(EngineSettings(**settings), Credentials(ACCESS_KEY, SECRET_KEY))
-
-
 @pytest.fixture
 def fs3(s3_server, bucket):
-    s3 = make(s3_server.url, bucket)
+    s3 = make_engine(s3_server.url, bucket)
     yield s3
     s3.close()
 
@@ -103,7 +86,7 @@ def test_async_heads_are_in_flight_together(s3_server, s3, bucket):
         s3.put_object(Bucket=bucket, Key=f"k{i}", Body=b"x")
     # Each answer waits 0.3 s at the proxy: 40 in turn would take 12 s.
     proxy = FaultProxy(s3_server.url, FaultRates(delay=1.0, delay_seconds=0.3)).start()
-    engine = make(proxy.url, bucket)
+    engine = make_engine(proxy.url, bucket)
     try:
         futures = [engine.head_async(f"k{i}") for i in range(40)]
         assert all(f.result(timeout=20).size == 1 for f in futures)
@@ -175,7 +158,7 @@ def test_failed_multipart_upload_is_aborted(s3_server, s3, bucket, tmp_path):
     data = os.urandom(11 * MIB)
     path = tmp_path / "src"
     path.write_bytes(data)
-    s3fs = make(s3_server.url, bucket)
+    s3fs = make_engine(s3_server.url, bucket)
     try:
         with pytest.raises(OSError):
             # The file is shorter than claimed: the last part cannot be read → failure.
@@ -202,7 +185,7 @@ def test_multipart_copy_above_the_single_copy_limit(s3_server, s3, bucket):
     data = os.urandom(12 * MIB)
     s3.put_object(Bucket=bucket, Key="src", Body=data, Metadata={"mode": "33188"})
     # A 5 MiB limit stands in for S3's 5 GiB: the 12 MiB object goes by UploadPartCopy.
-    fs3 = make(s3_server.url, bucket, singlepart_copy_limit=5 * MIB)
+    fs3 = make_engine(s3_server.url, bucket, singlepart_copy_limit=5 * MIB)
     try:
         fs3.copy("src", "dst", len(data), {"mode": "33261"}, "text/plain")
     finally:
@@ -225,7 +208,7 @@ def test_delete_and_delete_many(fs3, s3, bucket):
 
 def test_probe(fs3, s3_server):
     fs3.probe()
-    missing = make(s3_server.url, "no-such-bucket-here")
+    missing = make_engine(s3_server.url, "no-such-bucket-here")
     try:
         with pytest.raises(S3Error) as e:
             missing.probe()
@@ -235,7 +218,7 @@ def test_probe(fs3, s3_server):
 
 
 def test_unreachable_endpoint_is_eio(bucket):
-    dead = make(f"http://127.0.0.1:{free_port()}", bucket, retries=0, connect_timeout=1)
+    dead = make_engine(f"http://127.0.0.1:{free_port()}", bucket, retries=0, connect_timeout=1)
     try:
         with pytest.raises(S3Error) as e:
             dead.head("x")
@@ -248,7 +231,7 @@ def test_unreachable_endpoint_is_eio(bucket):
 def test_5xx_are_retried(s3_server, s3, bucket):
     s3.put_object(Bucket=bucket, Key="f", Body=b"payload")
     proxy = FaultProxy(s3_server.url, FaultRates(error500=0.3, slowdown503=0.1), seed=3).start()
-    fs3 = make(proxy.url, bucket, retries=8)
+    fs3 = make_engine(proxy.url, bucket, retries=8)
     try:
         for i in range(6):
             assert fs3.get_range("f", 0, 7) == b"payload"
@@ -261,7 +244,7 @@ def test_5xx_are_retried(s3_server, s3, bucket):
 
 def test_5xx_after_retries_is_eio(s3_server, bucket):
     proxy = FaultProxy(s3_server.url, FaultRates(error500=1.0), seed=1).start()
-    fs3 = make(proxy.url, bucket, retries=1)
+    fs3 = make_engine(proxy.url, bucket, retries=1)
     try:
         with pytest.raises(S3Error) as e:
             fs3.head("f")
@@ -276,7 +259,7 @@ def test_a_stalled_request_times_out_and_is_retried(s3_server, s3, bucket):
     s3.put_object(Bucket=bucket, Key="f", Body=b"payload")
     # Every answer held 5 s: with readwrite_timeout=1 each attempt is cut off.
     proxy = FaultProxy(s3_server.url, FaultRates(delay=1.0, delay_seconds=5)).start()
-    engine = make(proxy.url, bucket, retries=1, readwrite_timeout=1)
+    engine = make_engine(proxy.url, bucket, retries=1, readwrite_timeout=1)
     try:
         with pytest.raises(S3Error) as e:
             engine.head("f")
@@ -293,7 +276,7 @@ def test_a_stalled_request_times_out_and_is_retried(s3_server, s3, bucket):
 def test_a_bucket_in_another_region_is_followed(s3_server, s3, bucket, answer):
     s3.put_object(Bucket=bucket, Key="f", Body=b"payload")
     proxy = FaultProxy(s3_server.url, region="eu-west-3", region_answer=answer).start()
-    engine = make(proxy.url, bucket, region="us-east-1")
+    engine = make_engine(proxy.url, bucket, region="us-east-1")
     try:
         assert engine.get_range("f", 0, 7) == b"payload"
         assert engine.head("f").size == 7

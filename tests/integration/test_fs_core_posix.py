@@ -10,33 +10,17 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from conftest import ACCESS_KEY, SECRET_KEY
+from engine_support import make_engine
 
 from run_s3fs.fs.core.filesystem import Filesystem, FsSettings
 from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
-from run_s3fs.fs.credentials import Credentials
-from run_s3fs.fs.engine import EngineSettings, open_engine
 from run_s3fs.fs.layout import Attr
 
 MIB = 1024 * 1024
 
 
 def make_core(url: str, bucket: str, spool: str, prefix: str = "") -> Filesystem:
-    engine = open_engine(
-        EngineSettings(
-            bucket=bucket,
-            url=url,
-            region="us-east-1",
-            path_style=True,
-            retries=1,
-            connect_timeout=3,
-            readwrite_timeout=10,
-            part_size=5 * MIB,
-            multipart_threshold=8 * MIB,
-            parallel_count=2,
-        ),
-        Credentials(ACCESS_KEY, SECRET_KEY),
-    )
+    engine = make_engine(url, bucket, retries=1, parallel_count=2)
     ns = Namespace(
         engine,
         NamespaceSettings(

@@ -120,14 +120,11 @@ class Reader:
     def seed(self, data: bytes) -> None:
         """The object's first bytes, fetched with its headers at open."""
         with self._lock:
-            self._seed(data)
-
-    def _seed(self, data: bytes) -> None:
-        if data and not self._blocks:
-            done: Future[memoryview] = Future()
-            done.set_result(memoryview(data))
-            self.budget.take(len(data), needed=True)
-            self._blocks.append(_Block(0, len(data), done))
+            if data and not self._blocks:
+                done: Future[memoryview] = Future()
+                done.set_result(memoryview(data))
+                self.budget.take(len(data), needed=True)
+                self._blocks.append(_Block(0, len(data), done))
 
     def read(self, offset: int, size: int) -> bytes | memoryview:
         """The bytes at [offset, offset+size): a view into a block where one holds them
