@@ -458,8 +458,8 @@ class Filesystem:
             if e.errno != errno.ESTALE:
                 raise
             self.ns.forget(f.path)  # the next open asks S3 afresh
-            if f.delivered or not f.cache_clean:
-                raise  # the kernel may hold pages of the old version: no mix
+            if not f.renewable:
+                raise  # a reader saw (or the kernel holds) the old version: no mix
             if not f.renew(self.ns.lookup(f.path)):
                 raise
             return f.read(offset, size)

@@ -99,14 +99,18 @@ class OpenFile:
         self.delivered = True
         return data
 
+    @property
+    def renewable(self) -> bool:
+        """Nothing of this version was read (here or from the kernel's pages) or written:
+        another version may take its place without anyone seeing both."""
+        return not self.delivered and self.cache_clean and self.spool is None
+
     def renew(self, attr: Attr) -> bool:
         """Go on with the object's version `attr` after the one this file was opened at
-        was replaced: only before any read returned bytes (no reader sees two versions)
-        and at the same size (the kernel sized its reads by the old one)."""
+        was replaced: only while renewable, and at the same size (the kernel sized its
+        reads by the old one)."""
         with self.lock:
-            if self.delivered or self.spool is not None or attr.size != self.attr.size:
-                return False
-            if not self.cache_clean:
+            if not self.renewable or attr.size != self.attr.size:
                 return False
             if attr.etag == self.attr.etag:
                 return False  # not replaced after all: the error stands
