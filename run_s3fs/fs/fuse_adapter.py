@@ -77,7 +77,10 @@ class FuseAdapter(mfusepy.Operations):
             config.attr_timeout = self.kernel_timeout
             config.entry_timeout = self.kernel_timeout
             config.negative_timeout = 0
-            config.hard_remove = 1  # no .fuse_hidden files: an unlinked open file lives on
+            # An unlinked open file is renamed to a .fuse_hidden name, so it keeps a path
+            # and fstat reaches us (under hard_remove libfuse answers ESTALE itself); the
+            # core turns that rename into an unlink, and the name never reaches S3.
+            config.hard_remove = 0
             config.use_ino = 0
         if conn is not None:
             conn.max_write = 1024 * 1024

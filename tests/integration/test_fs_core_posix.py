@@ -211,6 +211,32 @@ def test_an_unlinked_open_file_has_no_links(core):
     core.release(fh)
 
 
+def test_libfuse_hiding_an_open_file_is_an_unlink_that_keeps_it_open(core, fresh, s3, bucket):
+    # Without hard_remove libfuse renames a file unlinked while open to a hidden name and
+    # unlinks that name at the last close: S3 sees one DELETE and never the hidden name.
+    fh = core.create("/f", 0o644, os.O_WRONLY, 0, 0)
+    core.write(fh, b"data", 0)
+    core.release(fh)
+    fh = core.open("/f", os.O_RDWR)[0]
+    hidden = "/.fuse_hidden0000000200000001"
+    core.rename("/f", hidden)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+    assert keys == []
+    with pytest.raises(OSError) as info:
+        fresh().getattr("/f")
+    assert info.value.errno == errno.ENOENT
+    assert [name for name, _ in core.readdir("/")] == [".", ".."]
+    attr = core.getattr(hidden)
+    assert (attr.nlink, attr.size) == (1, 4)  # libfuse shows a hidden file's count - 1
+    core.write(fh, b"more", 4)
+    core.chmod(hidden, 0o600)
+    assert stat.S_IMODE(core.getattr(hidden).mode) == 0o600
+    assert core.read(fh, 0, 10) == b"datamore"
+    core.release(fh)
+    core.unlink(hidden)  # libfuse's, after the last close: nothing to ask S3
+    assert s3.list_objects_v2(Bucket=bucket).get("Contents", []) == []
+
+
 def test_metadata_set_after_close_before_release_is_in_s3_at_once(core, s3, bucket):
     # The kernel sends RELEASE after close() has returned, so chmod/setxattr may come
     # while the file is still open here, its data uploaded at flush: they must reach S3

@@ -15,6 +15,7 @@ import errno
 import logging
 import os
 import posixpath
+import re
 import stat
 import threading
 import time
@@ -35,6 +36,9 @@ log = logging.getLogger("run_s3fs.fs.ops")
 OPEN_READ = 1024 * 1024  # fetched with the headers when a file is opened for reading
 RENAME_NOREPLACE = 1
 RENAME_EXCHANGE = 2
+# The name libfuse's high-level API gives a file unlinked (or renamed over) while open:
+# it renames it there instead, then unlinks that name at the last close.
+HIDDEN_NAME = re.compile(r"\.fuse_hidden[0-9a-f]{16}")
 
 
 def error(number: int, text: str = "") -> OSError:
@@ -80,6 +84,9 @@ class Filesystem:
         # Handles opened for writing: only their flush uploads and reports failures (a
         # reader's close must not fail because someone else's upload did).
         self._writers: set[int] = set()
+        # Hidden names (HIDDEN_NAME) of unlinked open files: never in S3, so their
+        # final unlink asks nothing of it.
+        self._hidden: set[str] = set()
         self._stopping = threading.Event()
         self.failures = 0  # files that could not be uploaded at unmount
 
@@ -245,6 +252,11 @@ class Filesystem:
         changes.setdefault("ctime_ns", time.time_ns())
         new = replace(attr, **changes, extra=_edited(attr.extra, edit))
         held = self.files.get(path)
+        if held is not None and held.unlinked:
+            # fchmod/futimens of an unlinked open file: nothing in S3 to change.
+            with held.lock:
+                held.attr = replace(new, size=held.attr.size)
+            return
         if held is not None:
             # Hold a handle while deciding, so the file cannot be closed under us.
             f, fh = self._open_file(path, held.attr, False)
@@ -534,8 +546,14 @@ class Filesystem:
                 f.close()
                 self.files.forget(f)
 
-    def unlink(self, path: str) -> None:
+    def unlink(self, path: str, keep_open_as: str | None = None) -> None:
+        """Remove a file's object. If it is open here its descriptors keep it (POSIX),
+        under `keep_open_as` (the hidden name libfuse gave it) if given."""
         self._check_writable()
+        with self._lock:
+            if path in self._hidden and self.files.get(path) is None:
+                self._hidden.discard(path)  # libfuse's unlink of it at the last close
+                return
         attr = self.lookup(path)
         if attr.is_dir:
             raise error(errno.EISDIR)
@@ -551,11 +569,26 @@ class Filesystem:
                 f.load()
                 self.engine.delete(self.ns.key(path))
                 f.superseded()
-            self.files.unname(path, f)
+            if keep_open_as is None:
+                self.files.unname(path, f)
+            else:
+                self.files.rename(path, keep_open_as, self.ns.key(keep_open_as))
+                with self._lock:
+                    self._hidden.add(keep_open_as)
         self.ns.changed(path, exists=False)
         self.ns.store(path, None)
         self.ns.entry_changed(path, time.time_ns())
         self._seen_etags.pop(path)
+
+    def _hides(self, old: str, new: str) -> bool:
+        """Is this rename libfuse hiding an open file it was asked to unlink (or to
+        rename another file over)? Then it is an unlink that keeps the file open here,
+        under the new name: S3 never sees that name, nothing is copied."""
+        return (
+            HIDDEN_NAME.fullmatch(posixpath.basename(new)) is not None
+            and posixpath.dirname(old) == posixpath.dirname(new)
+            and self.files.get(old) is not None
+        )
 
     # --- symlinks and other kinds -----------------------------------------------------
 
@@ -617,6 +650,9 @@ class Filesystem:
             raise error(errno.EINVAL)
         src = self.lookup(old)
         if old == new:
+            return
+        if not src.is_dir and self._hides(old, new):
+            self.unlink(old, keep_open_as=new)
             return
         try:
             dst: Attr | None = self.lookup(new)
