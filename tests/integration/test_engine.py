@@ -147,6 +147,29 @@ def test_multipart_upload_parallel_parts(fs3, s3, bucket, tmp_path):
     assert out.read_bytes() == data
 
 
+@pytest.mark.parametrize(
+    ("part_size", "parallel", "parts"),
+    [
+        (10 * MIB, 10, 7),  # 32 MiB in 7 parts of 5 MiB (S3's least) keeps 7 busy, not 4
+        (10 * MIB, 2, 4),  # parts of at most multipart_size
+        (6 * MIB, 4, 6),  # 8 MiB would keep 4 busy: 6 is the most
+    ],
+)
+def test_multipart_parts_keep_parallel_count_busy(
+    s3_server, s3, bucket, tmp_path, part_size, parallel, parts
+):
+    data = os.urandom(32 * MIB)
+    path = tmp_path / "src"
+    path.write_bytes(data)
+    engine = make_engine(s3_server.url, bucket, part_size=part_size, parallel_count=parallel)
+    try:
+        engine.upload_file("p", str(path), len(data), {}, "application/octet-stream")
+    finally:
+        engine.close()
+    assert s3.head_object(Bucket=bucket, Key="p")["ETag"].strip('"').endswith(f"-{parts}")
+    assert s3.get_object(Bucket=bucket, Key="p")["Body"].read() == data
+
+
 def test_small_upload_is_single_put(fs3, s3, bucket, tmp_path):
     path = tmp_path / "small"
     path.write_bytes(b"abc")
