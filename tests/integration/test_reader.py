@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import os
 import re
+import time
 
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY
@@ -47,6 +48,20 @@ def test_sequential_reads_get_blocks_ahead_in_parallel(rig):
     assert reader.read(len(DATA), MIB) == b""
     assert gets(proxy) < 24  # fewer GETs than reads: blocks of more than a MiB
     assert proxy.stats.peak_in_flight >= 2
+    reader.close()
+
+
+def test_a_file_read_from_its_start_is_read_ahead_from_the_second_read(rig):
+    # cat, cp: the first MiB and the next in sequence say enough; waiting for STREAK
+    # (which keeps random readers from fetching ahead) cost a round trip per MiB.
+    engine, proxy, etag = rig
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB))
+    for n in range(2):
+        assert reader.read(n * MIB, MIB) == DATA[n * MIB : (n + 1) * MIB]
+    deadline = time.monotonic() + 5
+    while sum(proxy.ranges) < 4 * MIB and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert sum(proxy.ranges) >= 4 * MIB  # the two read, and a window of 2 MiB ahead
     reader.close()
 
 

@@ -109,6 +109,7 @@ class Reader:
         self._window = 0  # bytes to have requested ahead of the reader
         self._last_end = -1  # where the previous read ended (-1: no read yet)
         self._streak = 0  # bytes read in sequence up to _last_end
+        self._run_start = 0  # where that sequence began
         self._lock = threading.Lock()  # the blocks and the counters; never held waiting
         # Whether the kernel reads past this file's random reads (it does, unless the
         # reader said POSIX_FADV_RANDOM): until one such block goes unread.
@@ -165,12 +166,15 @@ class Reader:
                 self._follow = False  # nobody read what the last random read followed
             self._drop()
             self._window = 0
-        if sequential:
+        if sequential and self._last_end >= 0:
             self._streak += max(end - max(self._last_end, offset), 0)
         else:
-            self._streak = end - offset
+            self._streak, self._run_start = end - offset, offset
         costly = self.engine.costly_requests()
-        if self._streak >= STREAK or (costly and offset == 0):
+        # A run from the start of the file that goes on past the kernel's own read-ahead
+        # is a file being read through (cat, cp): no random 1 MiB read looks like that.
+        through = self._run_start == 0 and self._streak > KERNEL_AHEAD
+        if self._streak >= STREAK or through or (costly and offset == 0):
             # (A server that charges per request gets the whole window for a read from
             # the start: files are mostly read from there, and small GETs cost it most.)
             first = self.max_window if costly else FIRST_WINDOW
