@@ -170,6 +170,31 @@ def test_multipart_parts_keep_parallel_count_busy(
     assert s3.get_object(Bucket=bucket, Key="p")["Body"].read() == data
 
 
+def test_uploads_hold_no_more_part_bodies_than_upload_buffer(s3_server, s3, bucket, tmp_path):
+    # Two 30 MiB files closing at once, 5 MiB parts, 8 in flight each allowed: without a
+    # bound on the bodies in memory 12 parts (60 MiB, held twice: ours and the CRT's)
+    # would be in flight; a 10 MiB buffer allows two at a time over both uploads.
+    data = {name: os.urandom(30 * MIB) for name in ("a", "b")}
+    for name, body in data.items():
+        (tmp_path / name).write_bytes(body)
+    proxy = FaultProxy(s3_server.url, FaultRates(delay=1.0, delay_seconds=0.2)).start()
+    engine = make_engine(proxy.url, bucket, parallel_count=8, upload_buffer=10 * MIB)
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            list(
+                pool.map(
+                    lambda n: engine.upload_file(n, str(tmp_path / n), 30 * MIB, {}, "x/y"),
+                    data,
+                )
+            )
+    finally:
+        engine.close()
+        proxy.stop()
+    assert proxy.stats.peak_in_flight <= 2 + 1  # + a create or complete of the other upload
+    for name, body in data.items():
+        assert s3.get_object(Bucket=bucket, Key=name)["Body"].read() == body
+
+
 def test_small_upload_is_single_put(fs3, s3, bucket, tmp_path):
     path = tmp_path / "small"
     path.write_bytes(b"abc")

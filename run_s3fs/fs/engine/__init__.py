@@ -47,6 +47,9 @@ class EngineSettings:
     part_size: int = 8 * MIB  # multipart uploads
     multipart_threshold: int = 25 * MIB
     parallel_count: int = 10  # parts of one upload in flight
+    # Bodies of all uploads in memory at once, each held twice while it is sent (here
+    # and in the CRT's buffer): what bounds the backend's memory while files are saved.
+    upload_buffer: int = 64 * MIB
     singlepart_copy_limit: int = 5 * GIB
     max_connections: int = 128  # requests in flight over the whole engine
     verify_tls: bool = True

@@ -100,6 +100,26 @@ class Answer:
         self.body = body
 
 
+class _Budget:
+    """Bytes that may be held at once. A taker larger than the whole budget waits until
+    nothing else is held, so it waits for others, never forever."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._cond = threading.Condition()
+
+    def take(self, n: int) -> None:
+        with self._cond:
+            self._cond.wait_for(lambda: self.used == 0 or self.used + n <= self.limit)
+            self.used += n
+
+    def give(self, n: int) -> None:
+        with self._cond:
+            self.used -= n
+            self._cond.notify_all()
+
+
 def _info(key: str, headers: dict[str, str], size: int | None = None) -> ObjectInfo:
     modified = headers.get("last-modified")
     try:
@@ -382,6 +402,7 @@ class _Exchange:
 class CrtEngine:
     def __init__(self, settings: Any, credentials: Any) -> None:
         self.settings = settings
+        self._upload_budget = _Budget(settings.upload_buffer)
         self.bucket = settings.bucket
         self.endpoint = resolve(settings.url, settings.bucket, settings.region, settings.path_style)
         self._provider = _provider(credentials)
@@ -792,25 +813,36 @@ class CrtEngine:
         with `parallel_count` parts in flight (the CRT's own multipart PUT is not used:
         it cannot read the answers of some S3-compatible servers, rclone's among them)."""
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+        budget = self._upload_budget
         try:
             if size < self.settings.multipart_threshold:
-                return self.put(key, _read_all(fd, size), metadata, ctype)
-            # No larger than it takes to keep parallel_count parts in flight: one
-            # connection carries only so much (S3: 50-100 MB/s), so 32 MiB goes up faster
-            # as 7 parts of 5 MiB than as 4 of 10. part_size (multipart_size) is the most.
-            spread = -(-size // self.settings.parallel_count)
+                budget.take(size)
+                try:
+                    return self.put(key, _read_all(fd, size), metadata, ctype)
+                finally:
+                    budget.give(size)
+            # No larger than it takes to keep parallel_count parts in flight, within the
+            # upload buffer: one connection carries only so much (S3: 50-100 MB/s), so
+            # 32 MiB goes up faster as 7 parts of 5 MiB than as 4 of 10.
+            # part_size (multipart_size) is the most.
+            count = self.settings.parallel_count
+            spread = min(-(-size // count), self.settings.upload_buffer // count)
             part = max(min(self.settings.part_size, spread), -(-size // MAX_PARTS), MIN_PART)
             sse_c = self._write_key()
             part_headers = sse_c.headers() if sse_c else []
 
             def part_request(upload_id: str, n: int, start: int) -> Future[str]:
-                # Read here, in the caller's thread (pread drops the GIL), never in a
-                # CRT thread: a file read there would stall that event loop.
-                data = os.pread(fd, min(part, size - start), start)
-                if len(data) != min(part, size - start):
-                    raise S3Error(errno.EIO, f"PUT {key}: the file changed size while uploading")
-                return _then(
-                    self._send(
+                length = min(part, size - start)
+                budget.take(length)
+                try:
+                    # Read here, in the caller's thread (pread drops the GIL), never in
+                    # a CRT thread: a file read there would stall that event loop.
+                    data = os.pread(fd, length, start)
+                    if len(data) != length:
+                        raise S3Error(
+                            errno.EIO, f"PUT {key}: the file changed size while uploading"
+                        )
+                    sent = self._send(
                         f"upload part {n} of {key}",
                         "PUT",
                         key,
@@ -818,9 +850,12 @@ class CrtEngine:
                         headers=part_headers,
                         payload=data,
                         op="UploadPart",
-                    ),
-                    lambda a: a.headers.get("etag", ""),
-                )
+                    )
+                except BaseException:
+                    budget.give(length)
+                    raise
+                sent.add_done_callback(lambda _f: budget.give(length))
+                return _then(sent, lambda a: a.headers.get("etag", ""))
 
             return self._multipart(
                 f"multipart upload of {key}", key, metadata, ctype, size, part, part_request, sse_c
