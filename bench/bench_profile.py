@@ -22,8 +22,14 @@ from pathlib import Path
 FRAME = re.compile(r"^(?P<func>.*?) \((?P<file>[^()]*?)(?::(?P<line>\d+))?\)$")
 
 
+def _py_spy() -> str | None:
+    """py-spy on PATH, or in the venv this runs from (`.venv/bin/python bench/bench.py`
+    does not put .venv/bin on PATH)."""
+    return shutil.which("py-spy") or shutil.which("py-spy", path=str(Path(sys.executable).parent))
+
+
 def available() -> bool:
-    return shutil.which("py-spy") is not None
+    return _py_spy() is not None
 
 
 RATE = 100  # samples per second and thread
@@ -37,7 +43,16 @@ class Profiler:
     def __init__(self, pid: int, out: Path) -> None:
         self.out = out
         self.cpu_out = out.with_suffix(".cpu.txt")
-        base = ["py-spy", "record", "--pid", str(pid), "--rate", str(RATE), "--format", "raw"]
+        base = [
+            _py_spy() or "py-spy",
+            "record",
+            "--pid",
+            str(pid),
+            "--rate",
+            str(RATE),
+            "--format",
+            "raw",
+        ]
         base += ["--threads", "--nonblocking"]
         self.argvs = [
             [*base, "--idle", "--output", str(out)],
