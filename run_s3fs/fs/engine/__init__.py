@@ -52,6 +52,7 @@ class EngineSettings:
     upload_buffer: int = 64 * MIB
     singlepart_copy_limit: int = 5 * GIB
     max_connections: int = 128  # requests in flight over the whole engine
+    head_lane: bool = True  # HEADs over the engine's own sockets (heads.py), not the CRT
     verify_tls: bool = True
     ca_file: str | None = None
     # Headers every request that writes an object carries, copies included (SSE-S3 or

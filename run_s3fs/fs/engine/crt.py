@@ -53,6 +53,7 @@ from run_s3fs.fs.engine.errors import (
     from_response,
     from_transport,
 )
+from run_s3fs.fs.engine.heads import HeadLane
 from run_s3fs.fs.engine.sse import MD5_HEADER, CustomerKey, CustomerKeys
 from run_s3fs.fs.engine.types import ListEntry, Listing, ObjectInfo, Page
 
@@ -454,6 +455,22 @@ class CrtEngine:
         self._sse_configured = "x-amz-server-side-encryption" in written
         self._class_configured = "x-amz-storage-class" in written
         self._region_lock = threading.Lock()
+        # HEADs on a lane of their own (heads.py), but with SSE-C: a HEAD of an SSE-C
+        # object needs its key, tried in turn (_with_key).
+        self._lane: HeadLane | None = None
+        if self._keys is None and getattr(settings, "head_lane", True):
+            self._lane = HeadLane(
+                lambda: self.endpoint,
+                _keys_of(credentials),
+                self.switch_region,
+                retries=settings.retries,
+                connect_timeout=settings.connect_timeout,
+                readwrite_timeout=settings.readwrite_timeout,
+                max_connections=settings.max_connections,
+                request_headers=settings.request_headers,
+                verify_tls=settings.verify_tls,
+                ca_file=settings.ca_file,
+            )
         self._active: dict[int, _Exchange] = {}
         self._active_lock = threading.Lock()
         self._closed = threading.Event()
@@ -641,6 +658,8 @@ class CrtEngine:
         """Stop the watchdog and let the CRT shut its connections and threads down (the
         client goes with its last reference; requests still in flight are cancelled)."""
         self._closed.set()
+        if self._lane is not None:
+            self._lane.close()
         self.client = None
 
     # --- the bucket -------------------------------------------------------------------
@@ -653,6 +672,24 @@ class CrtEngine:
 
     def head_async(self, key: str) -> Future[ObjectInfo | None]:
         out: Future[ObjectInfo | None] = Future()
+        if self._lane is None:
+            self._crt_head(key, out)
+            return out
+
+        def answered(status: int, headers: dict[str, str] | None, error: S3Error | None) -> None:
+            if error is not None:
+                out.set_exception(error)
+            elif headers is None:  # handed back: an answer the CRT path's rules decide
+                self._crt_head(key, out)
+            elif status == 404:
+                out.set_result(None)
+            else:
+                out.set_result(_info(key, headers))
+
+        self._lane.submit(key, answered)
+        return out
+
+    def _crt_head(self, key: str, out: Future[ObjectInfo | None]) -> None:
         inner = self._with_key(
             key,
             lambda sse, guess: self._send(
@@ -670,7 +707,6 @@ class CrtEngine:
                     out.set_exception(e)
 
         inner.add_done_callback(done)
-        return out
 
     def head(self, key: str) -> ObjectInfo | None:
         return self.head_async(key).result()
@@ -1174,6 +1210,13 @@ def _refused_credentials(error: BaseException) -> bool:
         return True
     code, _ = error_code(body)
     return code in _EXPIRED_CODES
+
+
+def _keys_of(credentials: Any) -> Callable[[], Any]:
+    """The keys to sign with now (fixed, or a source's current ones)."""
+    credentials = getattr(credentials, "fixed", None) or credentials
+    getter = getattr(credentials, "get", None)
+    return getter if getter is not None else (lambda: credentials)
 
 
 def _provider(credentials: Any) -> auth.AwsCredentialsProvider:
