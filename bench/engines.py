@@ -19,6 +19,10 @@ Engines:
   (recv_filepath): no Python callback per body chunk.
 - http.client: the standard library with a hand-written SigV4 signer, keep-alive, 16
   threads (the lean pure-Python path). The GET is one stream.
+- backend / backend-crt: the bundled backend's own engine (run_s3fs.fs.engine) as the
+  file system uses it: head_async with 64 in flight, its HEADs on their own lane
+  (engine/heads.py) or, for backend-crt, through the CRT; the GET is its read path's
+  ranged GETs (download, 8 MiB parts).
 """
 
 from __future__ import annotations
@@ -195,6 +199,30 @@ def run_engine(name: str, url: str, keys: list[str], big: str, size: int) -> dic
             sink = bytearray()
             assert lean.request("GET", big, sink) == 200 and len(sink) == size
 
+    elif name in ("backend", "backend-crt"):
+        from run_s3fs.fs.credentials import Credentials
+        from run_s3fs.fs.engine import EngineSettings, open_engine
+
+        settings = EngineSettings(
+            bucket=BUCKET, url=url, region=REGION, path_style=True, head_lane=name == "backend"
+        )
+        engine = open_engine(settings, Credentials(ACCESS_KEY, SECRET_KEY))
+
+        def heads() -> None:
+            room = threading.Semaphore(64)
+            futures = []
+            for k in keys:
+                room.acquire()
+                f = engine.head_async(k)
+                f.add_done_callback(lambda _: room.release())
+                futures.append(f)
+            assert all(f.result() is not None for f in futures)
+
+        def get() -> None:
+            with tempfile.TemporaryFile(dir="/dev/shm") as f:
+                engine.download(big, f.fileno(), size)
+                assert os.fstat(f.fileno()).st_size == size
+
     else:
         raise ValueError(name)
     heads()  # warm: connections, imports, credential caches
@@ -208,7 +236,7 @@ def run_engine(name: str, url: str, keys: list[str], big: str, size: int) -> dic
     }
 
 
-ENGINES = ("botocore", "awscrt", "awscrt-file", "http.client")
+ENGINES = ("botocore", "awscrt", "awscrt-file", "http.client", "backend", "backend-crt")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,7 +4,9 @@
 multipart above a threshold), copy with metadata, delete. Every failure leaves it as an
 S3Error (an OSError with an errno), so nothing above knows the transport. `open_engine`
 builds the one implementation, on the AWS Common Runtime (crt.py): C code signs, sends
-and receives, off the GIL, with many requests in flight on few threads.
+and receives, off the GIL, with many requests in flight on few threads; HEADs, which
+carry no body, go on a lane of their own (heads.py), where they cost less per request.
+Completions of either run on the engine's threads: a callback must not wait for S3.
 """
 
 from __future__ import annotations
