@@ -48,6 +48,7 @@ _RETRIED_STATUSES = frozenset({500, 502, 503, 504})
 _DNS_SECONDS = 30.0  # how long a name's addresses are used before resolving it again
 _IDLE_SECONDS = 20.0  # an unused connection is closed after this long
 _MAX_HEADER_BYTES = 256 * 1024
+_SCAN_SECONDS = 0.05
 
 
 class Keys(Protocol):
@@ -121,6 +122,7 @@ class HeadLane:
         self._addresses: dict[tuple[str, int], tuple[float, list[Any]]] = {}
         self._signing_key: tuple[tuple[str, str, str], bytes] | None = None
         self._woken = False
+        self._scanned = 0.0
         self._closed = False
         self._thread: threading.Thread | None = None
         self._ident = 0
@@ -233,6 +235,11 @@ class HeadLane:
             if due:
                 self._later = [(w, h) for w, h in self._later if w > now]
                 self._pending.extend(due)
+        # The scans below, over every connection, a few times a second rather than at
+        # every answer: timeouts are seconds long.
+        if now - self._scanned < _SCAN_SECONDS:
+            return
+        self._scanned = now
         for conn in list(self._busy):
             limit = self._connect_timeout if conn.state != "reading" else self._timeout
             if limit > 0 and now - conn.since > limit:
