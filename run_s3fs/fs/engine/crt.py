@@ -47,6 +47,7 @@ from awscrt.exceptions import AwsCrtError
 from run_s3fs.endpoint import Endpoint, resolve
 from run_s3fs.fs.engine import xml
 from run_s3fs.fs.engine.errors import (
+    REDIRECT_STATUSES,
     S3Error,
     error_code,
     error_region,
@@ -65,7 +66,6 @@ MIB = 1024 * 1024
 MIN_PART = 5 * MIB
 MAX_PARTS = 10_000
 META = "x-amz-meta-"
-_REDIRECT_STATUSES = frozenset({301, 307, 400})
 DEFAULT = s3.S3RequestType.DEFAULT
 _KEY_MEMORY = 100_000  # objects whose SSE-C key is remembered (then forgotten at once)
 Headers = list[tuple[str, str]]
@@ -381,7 +381,7 @@ class _Exchange:
             self.creds_retried = True
             if source.invalidate(self.signed_with):
                 return "the credentials were refused as expired; trying with fresh ones"
-        if status in _REDIRECT_STATUSES and self.attempts <= 2:
+        if status in REDIRECT_STATUSES and self.attempts <= 2:
             headers = {k.lower(): v for k, v in (getattr(error, "headers", None) or [])}
             region = error_region(getattr(error, "body", None), headers)
             if region and region != engine.endpoint.region and engine.switch_region(region):
@@ -1212,19 +1212,24 @@ def _refused_credentials(error: BaseException) -> bool:
     return code in _EXPIRED_CODES
 
 
+def _unwrap(credentials: Any) -> tuple[Any, Callable[[], Any] | None]:
+    """(fixed keys or the source, the source's `get`): a source of fixed keys signs with
+    them as they are; any other is asked at every signing."""
+    credentials = getattr(credentials, "fixed", None) or credentials
+    return credentials, getattr(credentials, "get", None)
+
+
 def _keys_of(credentials: Any) -> Callable[[], Any]:
     """The keys to sign with now (fixed, or a source's current ones)."""
-    credentials = getattr(credentials, "fixed", None) or credentials
-    getter = getattr(credentials, "get", None)
-    return getter if getter is not None else (lambda: credentials)
+    fixed, getter = _unwrap(credentials)
+    return getter if getter is not None else (lambda: fixed)
 
 
 def _provider(credentials: Any) -> auth.AwsCredentialsProvider:
     """A CRT credentials provider: fixed keys as they are; a source with `get()` asked at
     every signing, so that refreshed credentials are used from the next request on (the
     parts of a long upload included)."""
-    credentials = getattr(credentials, "fixed", None) or credentials
-    getter = getattr(credentials, "get", None)
+    credentials, getter = _unwrap(credentials)
     if getter is None:
         return auth.AwsCredentialsProvider.new_static(
             credentials.access_key, credentials.secret_key, credentials.session_token

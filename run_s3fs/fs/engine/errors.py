@@ -52,6 +52,10 @@ ERRNO_BY_STATUS = {
     503: errno.EAGAIN,
 }
 
+# Answers that may name the bucket's region (a 301 or 307 redirect, a wrong-region 400):
+# the request is re-signed for it and sent again.
+REDIRECT_STATUSES = frozenset({301, 307, 400})
+
 _CODE = re.compile(rb"<Code>([^<]{1,100})</Code>")
 _MESSAGE = re.compile(rb"<Message>([^<]{0,300})</Message>")
 _REGION = re.compile(rb"<Region>([a-z0-9-]{1,40})</Region>")

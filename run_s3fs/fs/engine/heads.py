@@ -38,12 +38,17 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from run_s3fs.endpoint import Endpoint
-from run_s3fs.fs.engine.errors import S3Error, error_region, from_response, from_transport
+from run_s3fs.fs.engine.errors import (
+    REDIRECT_STATUSES,
+    S3Error,
+    error_region,
+    from_response,
+    from_transport,
+)
 
 log = logging.getLogger("run_s3fs.fs.engine")
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
-_REDIRECT_STATUSES = frozenset({301, 307, 400})
 _RETRIED_STATUSES = frozenset({500, 502, 503, 504})
 _DNS_SECONDS = 30.0  # how long a name's addresses are used before resolving it again
 _IDLE_SECONDS = 20.0  # an unused connection is closed after this long
@@ -441,7 +446,7 @@ class HeadLane:
             head.done(status, headers, None)
         elif status in _RETRIED_STATUSES:
             self._failed(head, from_response(head.what, status, None))
-        elif status in _REDIRECT_STATUSES and not head.redirected:
+        elif status in REDIRECT_STATUSES and not head.redirected:
             region = error_region(None, headers)
             if region and region != self._endpoint().region and self._switch_region(region):
                 head.redirected = True
