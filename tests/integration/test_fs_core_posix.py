@@ -290,3 +290,44 @@ def test_a_file_replaced_after_a_read_fails_with_estale_rather_than_mixing(core,
         core.read(fh, MIB, 4096)
     assert e.value.errno == errno.ESTALE
     core.release(fh)
+
+
+def test_an_open_after_a_replacement_gets_the_new_version_while_the_old_is_open(
+    s3_server, s3, bucket, tmp_path
+):
+    # Readers that overlap (one opens before the last closes) must not pin the file to
+    # the version the first of them opened: each open after a replacement sees it.
+    core = make_core(s3_server.url, bucket, str(tmp_path))
+    try:
+        versions = [bytes([65 + n]) * (MIB + n) for n in range(3)]
+        s3.put_object(Bucket=bucket, Key="v", Body=versions[0])
+        held, _ = core.open("/v", os.O_RDONLY)
+        assert bytes(core.read(held, 0, 4096)) == versions[0][:4096]
+        for n in (1, 2):
+            s3.put_object(Bucket=bucket, Key="v", Body=versions[n])
+            core.ns.forget("/v")  # as after kernel_timeout: the next open asks S3
+            fh, keep = core.open("/v", os.O_RDONLY)
+            assert not keep  # the kernel must drop its pages of the old version
+            assert core.getattr("/v").size == len(versions[n])
+            assert core.getattr(None, fh).size == len(versions[n])
+            assert bytes(core.read(fh, MIB - 8, 4096)) == versions[n][MIB - 8 :]
+            core.release(held)
+            held = fh
+        core.release(held)
+        assert core.files.all() == []
+    finally:
+        core.engine.close()
+
+
+def test_an_open_of_a_file_written_here_shares_its_unsaved_content(core, s3, bucket):
+    s3.put_object(Bucket=bucket, Key="w", Body=b"old")
+    writer, _ = core.open("/w", os.O_RDWR)
+    core.write(writer, b"new", 0)
+    s3.put_object(Bucket=bucket, Key="w", Body=b"other")  # another client, meanwhile
+    core.ns.forget("/w")
+    reader, _ = core.open("/w", os.O_RDONLY)
+    assert bytes(core.read(reader, 0, 10)) == b"new"  # this mount's writes, not S3's
+    assert core.getattr("/w").size == 3
+    core.release(reader)
+    core.release(writer)
+    assert s3.get_object(Bucket=bucket, Key="w")["Body"].read() == b"new"

@@ -67,6 +67,14 @@ def _edited(
     return tuple(sorted(headers.items()))
 
 
+def _replaced(held: Attr, current: Attr) -> bool:
+    """Is `current` another version of the object than `held`? (A copy made here to edit
+    metadata leaves an empty ETag in the caches: not a sign of another version.)"""
+    if held.size != current.size:
+        return True
+    return bool(held.etag and current.etag and held.etag != current.etag)
+
+
 class Filesystem:
     def __init__(self, engine: Engine, namespace: Namespace, settings: FsSettings) -> None:
         self.engine = engine
@@ -409,6 +417,37 @@ class Filesystem:
             self._writers.add(fh)
         return fh
 
+    def _current(self, path: str, flags: int) -> tuple[Attr, bytes]:
+        """The object's attributes for an open (and its first bytes if they came along)."""
+        first = b""
+        # Close-to-open consistency: attributes at most as old as the kernel may keep
+        # them, so a file another mount closed after writing is opened with its new
+        # size and content.
+        recent = self.ns.cached(path, max_age=self.settings.kernel_timeout)
+        if isinstance(recent, Attr):
+            attr = recent
+        elif flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC:
+            # One request for the fresh headers and the first MiB: for a small file,
+            # all a reader will ask for.
+            got = self.engine.get_start(self.ns.key(path), OPEN_READ)
+            if got is not None and not layout.is_dir_object(
+                got[0].key, got[0].content_type, got[0].size
+            ):
+                attr, first = self.ns.decode(got[0]), got[1]
+                self.ns.store(path, attr)
+            else:
+                self.ns.forget(path)
+                attr = self.lookup(path)
+        else:
+            self.ns.forget(path)
+            attr = self.lookup(path)
+        return attr, first
+
+    def _written_here(self, f: OpenFile) -> bool:
+        with self._lock:
+            writers = list(self._writers)
+        return any(self.files.find(fh) is f for fh in writers)
+
     def open(self, path: str, flags: int) -> tuple[int, bool]:
         """A new handle, and whether the kernel may keep the pages it cached of the file
         (only if the object is unchanged since they were filled)."""
@@ -416,30 +455,15 @@ class Filesystem:
             raise error(errno.EROFS)
         f = self.files.get(path)
         first = b""
-        if f is not None:
-            attr = f.attr
+        if f is not None and (f.holds_changes or self._written_here(f)):
+            attr = f.attr  # this mount's version is ahead of S3's
         else:
-            # Close-to-open consistency: attributes at most as old as the kernel may keep
-            # them, so a file another mount closed after writing is opened with its new
-            # size and content.
-            recent = self.ns.cached(path, max_age=self.settings.kernel_timeout)
-            if isinstance(recent, Attr):
-                attr = recent
-            elif flags & os.O_ACCMODE == os.O_RDONLY and not flags & os.O_TRUNC:
-                # One request for the fresh headers and the first MiB: for a small file,
-                # all a reader will ask for.
-                got = self.engine.get_start(self.ns.key(path), OPEN_READ)
-                if got is not None and not layout.is_dir_object(
-                    got[0].key, got[0].content_type, got[0].size
-                ):
-                    attr, first = self.ns.decode(got[0]), got[1]
-                    self.ns.store(path, attr)
-                else:
-                    self.ns.forget(path)
-                    attr = self.lookup(path)
-            else:
-                self.ns.forget(path)
-                attr = self.lookup(path)
+            attr, first = self._current(path, flags)
+            if f is not None and _replaced(f.attr, attr):
+                # Another client replaced the object since `f` was opened: this handle
+                # reads the new version; f's handles read on in theirs. Joining f would
+                # pin every open to the old version while any reader of it overlaps.
+                self.files.unname(path, f)
         if attr.is_dir:
             raise error(errno.EISDIR)
         f, fh = self._open_file(path, attr, False)

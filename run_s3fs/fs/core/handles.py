@@ -36,7 +36,10 @@ log = logging.getLogger("run_s3fs.fs.files")
 
 
 class OpenFile:
-    """One path's open state, shared by every handle on it within this mount."""
+    """One path's open state, shared by every handle on it within this mount. A file
+    that holds no changes is one version of the object: an open after another client
+    replaced it gets an OpenFile of its own (filesystem.open), and the old one's handles
+    read on in their version until it is gone (ESTALE, never a mix)."""
 
     def __init__(
         self,
@@ -98,6 +101,13 @@ class OpenFile:
         data = reader.read(offset, size)
         self.delivered = True
         return data
+
+    @property
+    def holds_changes(self) -> bool:
+        """Its content or attributes here are ahead of S3's (written, loaded to be
+        written, metadata pending) or have no object any more (unlinked): then it, not
+        S3, is the file's truth in this mount."""
+        return self.spool is not None or self.dirty or self.unlinked
 
     @property
     def renewable(self) -> bool:
