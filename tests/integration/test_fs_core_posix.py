@@ -331,3 +331,14 @@ def test_an_open_of_a_file_written_here_shares_its_unsaved_content(core, s3, buc
     core.release(reader)
     core.release(writer)
     assert s3.get_object(Bucket=bucket, Key="w")["Body"].read() == b"new"
+
+
+def test_stat_of_a_file_open_here_unchanged_shows_a_replacement(core, s3, bucket):
+    # The kernel's getattr before an open must see the size the open will read.
+    s3.put_object(Bucket=bucket, Key="s", Body=b"a" * 10)
+    fh, _ = core.open("/s", os.O_RDONLY)
+    s3.put_object(Bucket=bucket, Key="s", Body=b"b" * 20)
+    core.ns.forget("/s")  # as after the stat cache's expiry
+    assert core.getattr("/s").size == 20
+    assert core.getattr(None, fh).size == 10  # fstat: the handle's own version
+    core.release(fh)

@@ -196,7 +196,7 @@ class Filesystem:
         else:
             self._check_name(path)
             f = self.files.get(path)
-            attr = f.attr if f is not None else self.ns.lookup(path)
+            attr = f.attr if f is not None and f.holds_changes else self.ns.lookup(path)
         return self.ns.with_local_times(path, attr) if attr.is_dir else attr
 
     def _check_name(self, path: str, is_dir: bool = False) -> None:
