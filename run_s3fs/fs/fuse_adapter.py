@@ -164,8 +164,10 @@ class FuseAdapter(mfusepy.Operations):
 
     @operation
     def open(self, path: str, fi: Any) -> int:
-        fi.fh, keep = self.core.open(path, fi.flags)
-        fi.keep_cache = 1 if keep else 0
+        opened = self.core.open(path, fi.flags)
+        fi.fh = opened.fh
+        fi.keep_cache = 1 if opened.keep_cache else 0
+        fi.direct_io = 1 if opened.direct_io else 0
         return 0
 
     @operation

@@ -197,3 +197,30 @@ def test_readers_of_a_replaced_file_see_whole_versions(two_mounts, size, record_
     # ESTALE: the version a read started on was replaced before the read could fetch the
     # rest (or, opened with attributes up to a second old, before its first fetch).
     assert stale < (reads_a + reads_b), "most reads must succeed"
+
+
+def test_two_versions_open_in_one_mount_never_mix_in_the_kernels_pages(two_mounts):
+    """The kernel keeps one set of pages per inode, and a path replaced by another client
+    keeps its inode here. A reader still open on the old version must not fill pages that
+    a reader of the new version then reads: opened while the old one is still read
+    through the page cache, the new one reads around it."""
+    a, b, _bucket = two_mounts
+    size = 256 * 1024
+    (a.path / "pages").mkdir()
+    (a.path / "pages" / "file").write_bytes(version(1, size))
+    on_b = b.path / "pages" / "file"
+    old = os.open(on_b, os.O_RDONLY)
+    try:
+        assert os.pread(old, size // 2, 0) == version(1, size)[: size // 2]
+        (a.path / "pages" / "file").write_bytes(version(2, size))
+        time.sleep(1.2)  # past the attributes' lifetime: the next open asks S3
+        new = os.open(on_b, os.O_RDONLY)
+        try:
+            # The old reader goes on (its version is held here) while the new one is open.
+            assert os.pread(old, size, size // 2) == version(1, size)[size // 2 :]
+            assert os.pread(new, size, 0) == version(2, size)
+        finally:
+            os.close(new)
+    finally:
+        os.close(old)
+    assert on_b.read_bytes() == version(2, size)

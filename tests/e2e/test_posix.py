@@ -1417,6 +1417,11 @@ def test_rename_over_an_open_file(fs: FS, d: Path) -> None:
             assert fs.keys(d) == [fs.key(d) + "/", fs.key(target)]
     finally:
         os.close(fd)
+    # The kernel sends FUSE's RELEASE after close(2) has returned, and libfuse removes
+    # the hidden name only then: give it a moment.
+    deadline = time.monotonic() + 5
+    while os.listdir(d) != ["target"] and time.monotonic() < deadline:
+        time.sleep(0.02)
     assert os.listdir(d) == ["target"]
     assert read(target) == b"new"
     assert fs.obj(target) == b"new"

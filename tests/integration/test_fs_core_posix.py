@@ -273,7 +273,7 @@ def test_storing_directory_times_keeps_everything_else(core, fresh, s3, bucket):
 def test_a_file_replaced_before_its_first_read_is_read_in_its_new_version(core, s3, bucket):
     old, new = b"o" * (2 * MIB), b"n" * (2 * MIB)
     s3.put_object(Bucket=bucket, Key="r", Body=old)
-    fh, keep = core.open("/r", os.O_RDONLY)
+    fh, keep, _ = core.open("/r", os.O_RDONLY)
     assert not keep  # first open: the kernel drops any pages it had
     s3.put_object(Bucket=bucket, Key="r", Body=new)  # another client, same size
     assert bytes(core.read(fh, MIB, 4096)) == new[:4096]  # not ESTALE: nothing read yet
@@ -283,7 +283,7 @@ def test_a_file_replaced_before_its_first_read_is_read_in_its_new_version(core, 
 def test_a_file_replaced_after_a_read_fails_with_estale_rather_than_mixing(core, s3, bucket):
     old, new = b"o" * (2 * MIB), b"n" * (2 * MIB)
     s3.put_object(Bucket=bucket, Key="m", Body=old)
-    fh, _ = core.open("/m", os.O_RDONLY)
+    fh = core.open("/m", os.O_RDONLY).fh
     assert bytes(core.read(fh, 0, 4096)) == old[:4096]
     s3.put_object(Bucket=bucket, Key="m", Body=new)
     with pytest.raises(OSError) as e:
@@ -301,12 +301,12 @@ def test_an_open_after_a_replacement_gets_the_new_version_while_the_old_is_open(
     try:
         versions = [bytes([65 + n]) * (MIB + n) for n in range(3)]
         s3.put_object(Bucket=bucket, Key="v", Body=versions[0])
-        held, _ = core.open("/v", os.O_RDONLY)
+        held = core.open("/v", os.O_RDONLY).fh
         assert bytes(core.read(held, 0, 4096)) == versions[0][:4096]
         for n in (1, 2):
             s3.put_object(Bucket=bucket, Key="v", Body=versions[n])
             core.ns.forget("/v")  # as after kernel_timeout: the next open asks S3
-            fh, keep = core.open("/v", os.O_RDONLY)
+            fh, keep, _ = core.open("/v", os.O_RDONLY)
             assert not keep  # the kernel must drop its pages of the old version
             assert core.getattr("/v").size == len(versions[n])
             assert core.getattr(None, fh).size == len(versions[n])
@@ -319,13 +319,40 @@ def test_an_open_after_a_replacement_gets_the_new_version_while_the_old_is_open(
         core.engine.close()
 
 
+def test_a_new_version_opened_while_an_older_is_read_through_the_kernels_pages_is_direct(
+    core, s3, bucket
+):
+    # One inode, one set of pages: the older reader would fill them with its version.
+    s3.put_object(Bucket=bucket, Key="p", Body=b"1" * 100)
+    old = core.open("/p", os.O_RDONLY)
+    assert not old.direct_io
+    s3.put_object(Bucket=bucket, Key="p", Body=b"2" * 200)
+    core.ns.forget("/p")
+    new = core.open("/p", os.O_RDONLY)
+    assert new.direct_io and not new.keep_cache
+    joined = core.open("/p", os.O_RDONLY)  # same new version, older still open
+    assert joined.direct_io
+    assert bytes(core.read(new.fh, 0, 300)) == b"2" * 200
+    assert bytes(core.read(old.fh, 0, 300)) == b"1" * 100
+    core.release(old.fh)
+    # The older is closed: the next open reads through the pages again, after the kernel
+    # drops those the older one left.
+    cached = core.open("/p", os.O_RDONLY)
+    assert not cached.direct_io and not cached.keep_cache
+    again = core.open("/p", os.O_RDONLY)
+    assert not again.direct_io and again.keep_cache
+    for opened in (new, joined, cached, again):
+        core.release(opened.fh)
+    assert core.files.all() == []
+
+
 def test_an_open_of_a_file_written_here_shares_its_unsaved_content(core, s3, bucket):
     s3.put_object(Bucket=bucket, Key="w", Body=b"old")
-    writer, _ = core.open("/w", os.O_RDWR)
+    writer = core.open("/w", os.O_RDWR).fh
     core.write(writer, b"new", 0)
     s3.put_object(Bucket=bucket, Key="w", Body=b"other")  # another client, meanwhile
     core.ns.forget("/w")
-    reader, _ = core.open("/w", os.O_RDONLY)
+    reader = core.open("/w", os.O_RDONLY).fh
     assert bytes(core.read(reader, 0, 10)) == b"new"  # this mount's writes, not S3's
     assert core.getattr("/w").size == 3
     core.release(reader)
@@ -336,7 +363,7 @@ def test_an_open_of_a_file_written_here_shares_its_unsaved_content(core, s3, buc
 def test_stat_of_a_file_open_here_unchanged_shows_a_replacement(core, s3, bucket):
     # The kernel's getattr before an open must see the size the open will read.
     s3.put_object(Bucket=bucket, Key="s", Body=b"a" * 10)
-    fh, _ = core.open("/s", os.O_RDONLY)
+    fh = core.open("/s", os.O_RDONLY).fh
     s3.put_object(Bucket=bucket, Key="s", Body=b"b" * 20)
     core.ns.forget("/s")  # as after the stat cache's expiry
     assert core.getattr("/s").size == 20

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import NamedTuple
 
 from run_s3fs.fs import layout
 from run_s3fs.fs.core.caches import Bounded
@@ -55,6 +56,16 @@ class FsSettings:
     retry_interval: float = 30.0  # background retries of failed uploads
     readahead_bytes: int = 128 * 1024 * 1024  # read blocks held by all readers at once
     max_seen_etags: int = 100_000
+
+
+class Opened(NamedTuple):
+    """An open handle, and how the kernel may use its pages of the file: keep those it
+    has (only if they are of the version opened), or read around them (direct_io: an
+    older version open here still reads through them, handles.OpenFiles)."""
+
+    fh: int
+    keep_cache: bool
+    direct_io: bool
 
 
 def _edited(
@@ -392,12 +403,14 @@ class Filesystem:
 
     # --- files ------------------------------------------------------------------------
 
-    def _open_file(self, path: str, attr: Attr, new: bool) -> tuple[OpenFile, int]:
+    def _open_file(
+        self, path: str, attr: Attr, new: bool, replaces: OpenFile | None = None
+    ) -> tuple[OpenFile, int]:
         def make() -> OpenFile:
             spool_dir = self.settings.spool_dir
             return OpenFile(self.engine, self.budget, spool_dir, path, self.ns.key(path), attr, new)
 
-        return self.files.open(path, make)
+        return self.files.open(path, make, replaces)
 
     def create(self, path: str, mode: int, flags: int, uid: int, gid: int) -> int:
         self._check_writable()
@@ -448,13 +461,13 @@ class Filesystem:
             writers = list(self._writers)
         return any(self.files.find(fh) is f for fh in writers)
 
-    def open(self, path: str, flags: int) -> tuple[int, bool]:
-        """A new handle, and whether the kernel may keep the pages it cached of the file
-        (only if the object is unchanged since they were filled)."""
+    def open(self, path: str, flags: int) -> Opened:
+        """A new handle, and how the kernel may use its pages of the file (see Opened)."""
         if self.settings.read_only and flags & (os.O_WRONLY | os.O_RDWR | os.O_TRUNC):
             raise error(errno.EROFS)
         f = self.files.get(path)
         first = b""
+        replaces = None
         if f is not None and (f.holds_changes or self._written_here(f)):
             attr = f.attr  # this mount's version is ahead of S3's
         else:
@@ -463,10 +476,10 @@ class Filesystem:
                 # Another client replaced the object since `f` was opened: this handle
                 # reads the new version; f's handles read on in theirs. Joining f would
                 # pin every open to the old version while any reader of it overlaps.
-                self.files.unname(path, f)
+                replaces = f
         if attr.is_dir:
             raise error(errno.EISDIR)
-        f, fh = self._open_file(path, attr, False)
+        f, fh = self._open_file(path, attr, False, replaces)
         if first and f.attr.etag == attr.etag:
             f.seed(first)
         if flags & os.O_TRUNC and f.attr.size:
@@ -475,13 +488,18 @@ class Filesystem:
         if flags & (os.O_WRONLY | os.O_RDWR):
             with self._lock:
                 self._writers.add(fh)
+        if self.files.is_direct(fh):
+            # The kernel's pages are an older version's, still read: read around them,
+            # and leave _seen_etags naming theirs.
+            f.cache_clean = True
+            return Opened(fh, keep_cache=False, direct_io=True)
         etag = f.attr.etag
         keep = bool(etag) and self._seen_etags.get(path) == etag
         if etag:
             self._seen_etags.put(path, etag)
         if not keep:
             f.cache_clean = True  # the kernel drops the pages it has of the file now
-        return fh, keep
+        return Opened(fh, keep_cache=keep, direct_io=False)
 
     def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         f = self.files.handle(fh)

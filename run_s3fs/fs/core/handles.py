@@ -58,6 +58,10 @@ class OpenFile:
         self.key = key
         self.attr = attr
         self.refs = 0
+        # Handles that read through the kernel's pages of the path's inode, and the older
+        # versions of this path that still do (both kept by OpenFiles, under its lock).
+        self.cached_refs = 0
+        self.older: list[OpenFile] = []
         self.lock = threading.RLock()
         self.spool: BinaryIO | None = None
         self.dirty = new  # a created file must reach S3 even if nothing is written
@@ -261,12 +265,19 @@ class OpenFile:
 
 
 class OpenFiles:
-    """The table of open files: path → OpenFile, handle number → OpenFile."""
+    """The table of open files: path → OpenFile, handle number → OpenFile.
+
+    The kernel keeps one set of pages per inode, and a path that another client replaced
+    keeps its inode here, so two versions of it may be open at once. Only one may read
+    through those pages: a handle on a newer version opened while an older one still
+    does is direct (it reads around the pages), or the older reader's pages would be
+    read as the newer version's, a mix of the two."""
 
     def __init__(self) -> None:
         self.lock = threading.Lock()
         self.by_path: dict[str, OpenFile] = {}
         self.by_fh: dict[int, OpenFile] = {}
+        self._direct: set[int] = set()
         self._next_fh = 1
 
     def get(self, path: str) -> OpenFile | None:
@@ -284,23 +295,45 @@ class OpenFiles:
         with self.lock:
             return self.by_fh.get(fh)
 
-    def open(self, path: str, make: Callable[[], OpenFile]) -> tuple[OpenFile, int]:
-        """A new handle on the file open at `path`, made by `make` if there is none."""
+    def open(
+        self, path: str, make: Callable[[], OpenFile], replaces: OpenFile | None = None
+    ) -> tuple[OpenFile, int]:
+        """A new handle on the file open at `path`, made by `make` if there is none; if
+        `replaces` is given, that older version of the path first loses its name (its
+        handles live on)."""
         with self.lock:
+            if replaces is not None and self.by_path.get(path) is replaces:
+                del self.by_path[path]
             f = self.by_path.get(path)
             if f is None:
                 f = self.by_path[path] = make()
+            if replaces is not None and replaces is not f:
+                f.older += [replaces, *replaces.older]
+            f.older = [o for o in f.older if o.cached_refs]
             fh = self._next_fh
             self._next_fh += 1
             self.by_fh[fh] = f
             f.refs += 1
+            if f.older:
+                self._direct.add(fh)
+            else:
+                f.cached_refs += 1
             return f, fh
+
+    def is_direct(self, fh: int) -> bool:
+        """Must handle `fh` read around the kernel's pages (see the class)?"""
+        with self.lock:
+            return fh in self._direct
 
     def drop_handle(self, fh: int) -> tuple[OpenFile, bool]:
         """Forget handle `fh`; returns (file, True if that was its last handle)."""
         with self.lock:
             f = self.by_fh.pop(fh)
             f.refs -= 1
+            if fh in self._direct:
+                self._direct.discard(fh)
+            else:
+                f.cached_refs -= 1
             return f, f.refs == 0
 
     def forget(self, f: OpenFile) -> None:
