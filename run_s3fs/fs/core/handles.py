@@ -302,8 +302,8 @@ class OpenFiles:
         `replaces` is given, that older version of the path first loses its name (its
         handles live on)."""
         with self.lock:
-            if replaces is not None and self.by_path.get(path) is replaces:
-                del self.by_path[path]
+            if replaces is not None:
+                self._unname(path, replaces)
             f = self.by_path.get(path)
             if f is None:
                 f = self.by_path[path] = make()
@@ -344,8 +344,11 @@ class OpenFiles:
     def unname(self, path: str, f: OpenFile) -> None:
         """`f` no longer has the name `path` (unlinked, renamed over); its handles live on."""
         with self.lock:
-            if self.by_path.get(path) is f:
-                del self.by_path[path]
+            self._unname(path, f)
+
+    def _unname(self, path: str, f: OpenFile) -> None:  # under self.lock
+        if self.by_path.get(path) is f:
+            del self.by_path[path]
 
     def rename(self, old: str, new: str, new_key: str) -> None:
         with self.lock:
