@@ -16,6 +16,7 @@ from faultproxy import FaultProxy, FaultRates
 
 from run_s3fs.devserver import free_port
 from run_s3fs.fs.engine import S3Error
+from run_s3fs.fs.engine.crt import Link
 
 MIB = 1024 * 1024
 KEYS = [
@@ -91,6 +92,24 @@ def test_async_heads_are_in_flight_together(s3_server, s3, bucket):
         futures = [engine.head_async(f"k{i}") for i in range(40)]
         assert all(f.result(timeout=20).size == 1 for f in futures)
         assert proxy.stats.peak_in_flight >= 20
+    finally:
+        engine.close()
+        proxy.stop()
+
+
+def test_gets_sent_among_many_do_not_tell_the_link_its_speed(s3_server, s3, bucket):
+    # A GET that waits behind others (for a connection, for the CPU) says little of the
+    # link. Taken as the server's own wait, such times made an S3-like link look like a
+    # slow server in the middle of a fast read: few, huge GETs from then on.
+    s3.put_object(Bucket=bucket, Key="obj", Body=os.urandom(4 * MIB))
+    proxy = FaultProxy(s3_server.url, FaultRates(delay=1.0, delay_seconds=0.3)).start()
+    engine = make_engine(proxy.url, bucket)
+    try:
+        piece = 256 * 1024
+        futures = [engine.get_range_async("obj", n * piece, piece) for n in range(12)]
+        assert all(len(f.result(timeout=20)) == piece for f in futures)
+        assert proxy.stats.peak_in_flight >= 8
+        assert engine.link.samples == Link.CROWD  # the first few only
     finally:
         engine.close()
         proxy.stop()

@@ -281,13 +281,14 @@ def test_a_file_replaced_before_its_first_read_is_read_in_its_new_version(core, 
 
 
 def test_a_file_replaced_after_a_read_fails_with_estale_rather_than_mixing(core, s3, bucket):
-    old, new = b"o" * (2 * MIB), b"n" * (2 * MIB)
+    # (Past the first 2 MiB, which come with the first read, of the version opened.)
+    old, new = b"o" * (8 * MIB), b"n" * (8 * MIB)
     s3.put_object(Bucket=bucket, Key="m", Body=old)
     fh = core.open("/m", os.O_RDONLY).fh
     assert bytes(core.read(fh, 0, 4096)) == old[:4096]
     s3.put_object(Bucket=bucket, Key="m", Body=new)
     with pytest.raises(OSError) as e:
-        core.read(fh, MIB, 4096)
+        core.read(fh, 6 * MIB, 4096)
     assert e.value.errno == errno.ESTALE
     core.release(fh)
 

@@ -179,6 +179,13 @@ class Reader:
             # the start: files are mostly read from there, and small GETs cost it most.)
             first = self.max_window if costly else FIRST_WINDOW
             self._window = min(self.max_window, max(2 * self._window, first))
+        elif sequential and self._run_start == 0:
+            # The kernel reads ahead of a file read from its start in steps that double
+            # from 16 KiB to its read_ahead_kb and then a read_ahead_kb at a time, one
+            # round trip each if we wait to be asked: the first two MiB are requested
+            # with the first read (a reader that stops after a few bytes costs two GETs
+            # of a MiB more), the window proper once the run goes past them.
+            self._window = max(2 * KERNEL_AHEAD - end, 0)
         self._extend(offset, end, split=not sequential)
         blocks = [b for b in self._blocks if b.end > offset and b.start < end]
         for b in blocks:
@@ -228,7 +235,13 @@ class Reader:
             part = self.engine.suggested_part(self._window)
         while self._blocks[-1].end < target:
             start = self._blocks[-1].end
-            stop = min(self.size, start + max(part, MIN_BLOCK))
+            stop = start + max(part, MIN_BLOCK)
+            if not split:
+                # Window blocks end on multiples of their size, as the kernel's reads of
+                # a stream do (1 MiB each, aligned): a read within one block is served
+                # without a copy, one across two is joined.
+                stop = -(-(start + MIN_BLOCK) // part) * part
+            stop = min(self.size, stop)
             block = self._fetch(start, stop, needed=False)
             if block is None:
                 break  # the mount's read-ahead memory is in use: only what is asked
