@@ -67,7 +67,7 @@ def test_a_file_read_from_its_start_is_read_ahead_from_the_second_read(rig):
     reader.close()
 
 
-def test_a_first_read_at_the_start_brings_the_rest_of_the_first_mib(rig):
+def test_a_first_read_at_the_start_brings_the_first_two_mib(rig):
     # The kernel reads ahead of a file read from its start in steps that double from
     # 16 KiB to a MiB: waiting to be asked cost a round trip per step (on an S3-like
     # link, ~90 ms before the first MiB was in).

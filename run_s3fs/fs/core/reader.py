@@ -9,7 +9,7 @@ the blocks and fetches just its own range (the window starts small again).
 
 The block size follows the link (engine.suggested_part): big enough that a block's
 first-byte wait is a small part of its transfer, so servers with a high cost per
-request get few large GETs, and S3-like links get up to eight in flight at once (one
+request get few large GETs, and S3-like links get up to sixteen in flight at once (one
 connection carries only so much: the throughput is the number of GETs in flight). The
 window starts at 2 MiB and doubles, so a short run of reads costs little.
 
@@ -235,13 +235,11 @@ class Reader:
             part = self.engine.suggested_part(self._window)
         while self._blocks[-1].end < target:
             start = self._blocks[-1].end
-            stop = start + max(part, MIN_BLOCK)
-            if not split:
-                # Window blocks end on multiples of their size, as the kernel's reads of
-                # a stream do (1 MiB each, aligned): a read within one block is served
-                # without a copy, one across two is joined.
-                stop = -(-(start + MIN_BLOCK) // part) * part
-            stop = min(self.size, stop)
+            # Window blocks end on multiples of their size, wherever the first read ended:
+            # the first read's 2 MiB end at 2 MiB, and no later block sits a few KiB off
+            # the boundaries of the ones before it.
+            aligned = -(-(start + MIN_BLOCK) // part) * part
+            stop = min(self.size, start + max(part, MIN_BLOCK) if split else aligned)
             block = self._fetch(start, stop, needed=False)
             if block is None:
                 break  # the mount's read-ahead memory is in use: only what is asked

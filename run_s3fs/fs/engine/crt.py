@@ -152,7 +152,7 @@ class Link:
     A block should be big enough that the wait is a small part of its transfer (4 x the
     bandwidth-delay product), and small enough that the window holds as many GETs as it
     takes to fill the pipe: one when a connection carries GB/s (a local server, where
-    each request may cost much: few large GETs), eight where it carries 80 MB/s (S3)."""
+    each request may cost much: few large GETs), sixteen where it carries 80 MB/s (S3)."""
 
     TARGET = 1.5e9  # bytes/s worth aiming at: about what FUSE streams here
     SAMPLES = 32
