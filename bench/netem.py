@@ -8,10 +8,11 @@ connection's bandwidth.
 - **Latency**: the first byte of every response is held for --latency-ms (S3's time to
   first byte is 10-30 ms on a warm connection). Request boundaries are found without
   parsing HTTP: client→server bytes that arrive after the server has started answering
-  (or the first ones on a connection) start a new request; the server's first bytes
-  after that are the response's first byte. This holds for keep-alive connections and
-  for servers that close after each response; a 100-continue costs one extra delay, as
-  the round trip it is.
+  (or the first ones on a connection) start a new request if they begin with a request
+  line; the server's first bytes after that are the response's first byte. This holds
+  for keep-alive connections and for servers that close after each response. A body
+  sent after `100 Continue` is not counted as a request, but its answer waits the
+  latency again: the round trip it is.
 - **Bandwidth**: a token bucket per connection and direction, --conn-mbps × 10⁶ bytes/s
   (S3 serves one connection at 50-100 MB/s; parallelism comes from more connections).
   0 turns the cap off.
@@ -41,6 +42,7 @@ CHUNK = 1 << 20  # bytes per recv: few system calls per megabyte
 BURST_SECONDS = 0.005  # the bucket holds this much transfer time (min MIN_BURST bytes)
 MIN_BURST = 64 * 1024
 RANGE = re.compile(rb"\r\nrange: *bytes=([0-9-]+)", re.IGNORECASE)
+REQUEST_LINE = re.compile(rb"(GET|HEAD|PUT|POST|DELETE|OPTIONS|PATCH) /")
 
 
 class Pipe:
@@ -142,10 +144,11 @@ class Conn:
         if pipe.up:
             if self.answering:
                 self.answering = False
-                self.requests += 1
-                self.proxy.requests += 1
-                if self.proxy.request_log is not None:
-                    self.proxy.log_request(data)
+                if REQUEST_LINE.match(data):
+                    self.requests += 1
+                    self.proxy.requests += 1
+                    if self.proxy.request_log is not None:
+                        self.proxy.log_request(data)
         elif not self.answering:
             self.answering = True
             if self.proxy.latency:

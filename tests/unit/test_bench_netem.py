@@ -132,3 +132,31 @@ def test_request_log_has_one_line_per_request_in_the_servers_shape(proxy_to, tmp
     log = tmp_path / "requests.log"
     log.write_text("\n".join(lines) + "\n")
     assert ServerLog(log).count(0, "bkt") == {"HEAD": 1, "GET": 1}
+
+
+def test_a_body_sent_after_100_continue_is_not_a_request(proxy_to) -> None:
+    """libcurl (s3fs) sends a PUT's headers, waits for `100 Continue`, then the body: the
+    body is not a second request in the log, though its answer waits the latency again."""
+    import io
+
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def serve() -> None:
+        conn, _ = listener.accept()
+        with conn:
+            conn.recv(65536)  # the headers
+            conn.sendall(b"HTTP/1.1 100 Continue\r\n\r\n")
+            conn.recv(65536)  # the body
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+
+    threading.Thread(target=serve, daemon=True).start()
+    proxy = proxy_to(listener, latency_ms=40, mbps=0)
+    proxy.request_log = io.StringIO()
+    with socket.create_connection(proxy.address) as client:
+        first_byte_after(
+            client, b"PUT /bkt/k HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 9\r\n\r\n"
+        )
+        client.recv(65536)
+        assert first_byte_after(client, b"123456789") >= 0.035  # the body's round trip
+    assert proxy.requests == 1
+    assert proxy.request_log.getvalue().splitlines() == ['netem "PUT /bkt/k HTTP/1.1"']
