@@ -384,6 +384,7 @@ class Bench:
                 plain_log = ServerLog(server.log) if server.counts_requests else None
                 self.server_log = ServerLog(netem.request_log) if netem else plain_log
                 self.run_scenario(sc, seeders["main"])
+                self.save_progress()
                 if netem is not None:
                     netem.stop()
                     self.netems.remove(netem)
@@ -437,6 +438,12 @@ class Bench:
         """Remove what the write and create workloads made, so every sample starts alike."""
         wl.delete_prefix(c, wl.WRITE_DIR)
         wl.delete_prefix(c, wl.CREATE_DIR)
+
+    def save_progress(self) -> None:
+        """The scenarios done so far, beside the JSON the run ends with: a run stopped
+        early (a session's end, a ^C) keeps them (`--render` draws the tables)."""
+        path = self.args.json.with_suffix(".partial.json")
+        path.write_text(json.dumps(self.results(), indent=1, sort_keys=True) + "\n")
 
     def results(self) -> dict[str, Any]:
         results: dict[str, Any] = {
