@@ -187,6 +187,7 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
     from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
     from run_s3fs.fs.engine import open_engine
     from run_s3fs.fs.fuse_adapter import FuseAdapter, XattrAdapter
+    from run_s3fs.fs.fusebuf import read_size
     from run_s3fs.fs.layout import Overrides
     from run_s3fs.fs.readahead import raise_readahead
     from run_s3fs.fs.shutdown import GracefulStop
@@ -218,12 +219,13 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
             max_seen_etags=opts.max_stat_cache_size,
         ),
     )
-    adapter = (XattrAdapter if opts.use_xattr else FuseAdapter)(core)
+    max_read = read_size()
+    adapter = (XattrAdapter if opts.use_xattr else FuseAdapter)(core, max_read=max_read)
     stop = GracefulStop(core.busy, opts.shutdown_grace)
 
     def started(fuse_ptr: int | None) -> None:
         stop.session_started(fuse_ptr)
-        raise_readahead(opts.mountpoint)
+        raise_readahead(opts.mountpoint, max_read // 1024)
 
     def ending() -> None:
         # The session is over; nothing may interrupt the last uploads now.
@@ -243,7 +245,7 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
         "fsname": opts.fsname,
         "subtype": opts.subtype,
         "default_permissions": True,
-        "max_read": 1024 * 1024,
+        "max_read": max_read,
         "max_threads": max(opts.max_thread_count, 2),
         # libfuse 3.14's default (-1) makes it log a bogus "Ignoring invalid max threads".
         "max_idle_threads": max(opts.max_thread_count, 2),

@@ -7,7 +7,6 @@ with an errno; anything else is logged and becomes EIO, so no bug kills the daem
 
 from __future__ import annotations
 
-import ctypes
 import errno
 import functools
 import logging
@@ -18,6 +17,7 @@ from typing import Any
 import mfusepy
 
 from run_s3fs.fs.core.filesystem import Filesystem
+from run_s3fs.fs.fusebuf import Replies
 from run_s3fs.fs.layout import Attr
 
 log = logging.getLogger("run_s3fs.fs.ops")
@@ -62,9 +62,13 @@ def _caller() -> tuple[int, int]:
 class FuseAdapter(mfusepy.Operations):
     use_ns = True  # times in integer nanoseconds
 
-    def __init__(self, core: Filesystem, kernel_timeout: float = 1.0) -> None:
+    def __init__(
+        self, core: Filesystem, kernel_timeout: float = 1.0, max_read: int = 1024 * 1024
+    ) -> None:
         self.core = core
         self.kernel_timeout = kernel_timeout
+        self.max_read = max_read  # fusebuf.read_size(), also the mount's max_read
+        self.replies = Replies()
         self.on_init: Callable[[int], None] | None = None  # given libfuse's `struct fuse *`
         self.on_destroy: Callable[[], None] | None = None
 
@@ -84,8 +88,9 @@ class FuseAdapter(mfusepy.Operations):
             config.use_ino = 0
         if conn is not None:
             conn.max_write = 1024 * 1024
-            conn.max_read = 1024 * 1024
-            conn.max_readahead = max(conn.max_readahead, 1024 * 1024)
+            conn.max_read = self.max_read
+            conn.max_readahead = max(conn.max_readahead, self.max_read)
+            self.replies.start(conn, self.max_read)
         if self.on_init is not None:
             self.on_init(mfusepy._libfuse.fuse_get_context().contents.fuse)
         self.core.start()
@@ -94,6 +99,7 @@ class FuseAdapter(mfusepy.Operations):
         if self.on_destroy is not None:
             self.on_destroy()
         self.core.stop()
+        self.replies.close()
 
     # --- attributes -------------------------------------------------------------------
 
@@ -171,16 +177,9 @@ class FuseAdapter(mfusepy.Operations):
         return 0
 
     @operation
-    def read(self, path: str, size: int, offset: int, fi: Any) -> Any:
-        data = self.core.read(fi.fh, offset, size)
-        if isinstance(data, memoryview):
-            # mfusepy copies what we return into the kernel's buffer with memmove, which
-            # takes bytes or a ctypes object: a ctypes array over the view costs no copy.
-            try:
-                return (ctypes.c_char * len(data)).from_buffer(data)
-            except TypeError:  # a read-only view
-                return bytes(data)
-        return data
+    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
+        self.replies.fill(bufpp, self.core.read_pieces(fi.fh, offset, size))
+        return 0
 
     @operation
     def write(self, path: str, data: bytes, offset: int, fi: Any) -> int:

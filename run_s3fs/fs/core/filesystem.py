@@ -29,7 +29,7 @@ from run_s3fs.fs.core.handles import OpenFile, OpenFiles
 from run_s3fs.fs.core.namespace import DirEntry, Namespace
 from run_s3fs.fs.core.reader import Budget
 from run_s3fs.fs.core.rename import Renamer
-from run_s3fs.fs.engine import Engine
+from run_s3fs.fs.engine import Engine, Piece, joined
 from run_s3fs.fs.layout import Attr, Overrides
 
 log = logging.getLogger("run_s3fs.fs.ops")
@@ -502,6 +502,10 @@ class Filesystem:
         return Opened(fh, keep_cache=keep, direct_io=False)
 
     def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
+        return joined(self.read_pieces(fh, offset, size))
+
+    def read_pieces(self, fh: int, offset: int, size: int) -> list[Piece]:
+        """read(), as pieces of the blocks that hold the bytes (no copy made here)."""
         f = self.files.handle(fh)
         try:
             return f.read(offset, size)

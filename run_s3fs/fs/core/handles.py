@@ -29,7 +29,7 @@ from run_s3fs.fs import layout
 from run_s3fs.fs.core import spool as spools
 from run_s3fs.fs.core.caches import in_tree
 from run_s3fs.fs.core.reader import Budget, Reader
-from run_s3fs.fs.engine import Engine, S3Error
+from run_s3fs.fs.engine import Body, Engine, Piece, S3Error
 from run_s3fs.fs.layout import Attr
 
 log = logging.getLogger("run_s3fs.fs.files")
@@ -95,16 +95,17 @@ class OpenFile:
             if self.spool is None and data:
                 self.reader().seed(data)
 
-    def read(self, offset: int, size: int) -> bytes | memoryview:
+    def read(self, offset: int, size: int) -> list[Piece]:
         with self.lock:
             if self.spool is not None:
-                return os.pread(self.spool.fileno(), size, offset)
+                data = os.pread(self.spool.fileno(), size, offset)
+                return [Piece(Body.of(data), 0, len(data))]
             reader = self.reader()
         # Not under the file's lock: the kernel's read-ahead comes as several reads at
         # once, and they overlap (a write meanwhile is not ordered with them anyway).
-        data = reader.read(offset, size)
+        pieces = reader.pieces(offset, size)
         self.delivered = True
-        return data
+        return pieces
 
     @property
     def holds_changes(self) -> bool:

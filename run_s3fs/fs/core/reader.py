@@ -33,7 +33,7 @@ from collections import deque
 from concurrent.futures import Future
 from dataclasses import dataclass
 
-from run_s3fs.fs.engine import Engine
+from run_s3fs.fs.engine import Body, Engine, Piece, joined
 
 MIB = 1024 * 1024
 MIN_BLOCK = 256 * 1024  # the least fetched for a block ahead (a read's own is exact)
@@ -83,7 +83,7 @@ class Budget:
 class _Block:
     start: int
     end: int
-    data: Future[memoryview]
+    data: Future[Body]
     used: bool = False  # a read asked for it
 
 
@@ -122,21 +122,26 @@ class Reader:
         """The object's first bytes, fetched with its headers at open."""
         with self._lock:
             if data and not self._blocks:
-                done: Future[memoryview] = Future()
-                done.set_result(memoryview(data))
+                done: Future[Body] = Future()
+                done.set_result(Body.of(data))
                 self.budget.take(len(data), needed=True)
                 self._blocks.append(_Block(0, len(data), done))
 
     def read(self, offset: int, size: int) -> bytes | memoryview:
         """The bytes at [offset, offset+size): a view into a block where one holds them
         all (no copy), else joined."""
+        return joined(self.pieces(offset, size))
+
+    def pieces(self, offset: int, size: int) -> list[Piece]:
+        """The bytes at [offset, offset+size), as pieces of the blocks that hold them."""
         end = min(offset + size, self.size)
         if offset >= end:
-            return b""
+            return [Piece(Body.of(b""), 0, 0)]
         with self._lock:
             blocks = self._plan(offset, end)
         if blocks is None:
-            return self._alone(offset, end)
+            data = self._alone(offset, end)
+            return [Piece(Body.of(data), 0, len(data))]
         return self._gather(blocks, offset, end)
 
     def close(self) -> None:
@@ -194,7 +199,7 @@ class Reader:
         self._trim(offset)
         return blocks
 
-    def _gather(self, blocks: list[_Block], offset: int, end: int) -> bytes | memoryview:
+    def _gather(self, blocks: list[_Block], offset: int, end: int) -> list[Piece]:
         parts = []
         for block in blocks:
             try:
@@ -205,8 +210,9 @@ class Reader:
             if len(data) < block.end - block.start and block.start + len(data) < end:
                 self._forget(block)  # the object ended early: it changed under us
                 raise OSError(errno.ESTALE, "the object changed while being read")
-            parts.append(data[max(offset - block.start, 0) : end - block.start])
-        return parts[0] if len(parts) == 1 else b"".join(parts)
+            start = max(offset - block.start, 0)
+            parts.append(Piece(data, start, max(min(end - block.start, len(data)), start)))
+        return parts
 
     def _forget(self, block: _Block) -> None:
         with self._lock:

@@ -18,9 +18,10 @@ from typing import Any, Protocol
 
 from run_s3fs.fs.engine.errors import S3Error
 from run_s3fs.fs.engine.sse import CustomerKey, CustomerKeys
-from run_s3fs.fs.engine.types import ListEntry, Listing, ObjectInfo, Page
+from run_s3fs.fs.engine.types import Body, ListEntry, Listing, ObjectInfo, Page, Piece, joined
 
 __all__ = [
+    "Body",
     "CustomerKey",
     "CustomerKeys",
     "Engine",
@@ -29,7 +30,9 @@ __all__ = [
     "Listing",
     "ObjectInfo",
     "Page",
+    "Piece",
     "S3Error",
+    "joined",
     "open_engine",
 ]
 
@@ -92,7 +95,7 @@ class Engine(Protocol):
 
     def get_range_async(
         self, key: str, start: int, length: int, etag: str = ""
-    ) -> Future[memoryview]: ...
+    ) -> Future[Body]: ...
 
     def suggested_part(self, window: int) -> int: ...
 

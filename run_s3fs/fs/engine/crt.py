@@ -29,7 +29,6 @@ import hashlib
 import io
 import logging
 import math
-import mmap
 import os
 import threading
 import time
@@ -56,7 +55,7 @@ from run_s3fs.fs.engine.errors import (
 )
 from run_s3fs.fs.engine.heads import HeadLane
 from run_s3fs.fs.engine.sse import MD5_HEADER, CustomerKey, CustomerKeys
-from run_s3fs.fs.engine.types import ListEntry, Listing, ObjectInfo, Page
+from run_s3fs.fs.engine.types import Body, ListEntry, Listing, ObjectInfo, Page
 
 log = logging.getLogger("run_s3fs.fs.engine")
 
@@ -758,48 +757,40 @@ class CrtEngine:
             ),
         )
 
-    def get_range_async(
-        self, key: str, start: int, length: int, etag: str = ""
-    ) -> Future[memoryview]:
+    def get_range_async(self, key: str, start: int, length: int, etag: str = "") -> Future[Body]:
         """Bytes [start, start+length) (fewer at the end of the object; none past it),
-        as a view of memory the CRT wrote them into itself. A block of read-ahead is
-        megabytes: taking it chunk by chunk in Python, under the GIL, cost more CPU than
-        the rest of the read path. So the body goes to a memory-backed file (memfd) that
-        is then mapped. With `etag`, of that version only: ESTALE if it was replaced."""
-        out: Future[memoryview] = Future()
+        in memory the CRT wrote them into itself. A block of read-ahead is megabytes:
+        taking it chunk by chunk in Python, under the GIL, cost more CPU than the rest of
+        the read path. So the body goes to a memory-backed file (memfd), which the Body
+        keeps. With `etag`, of that version only: ESTALE if it was replaced."""
+        out: Future[Body] = Future()
         if length <= 0:
-            out.set_result(memoryview(b""))
+            out.set_result(Body.of(b""))
             return out
         fd = os.memfd_create("run-s3fs-read", os.MFD_CLOEXEC)
-        try:
-            inner = self._ranged(
-                key, start, length, etag, observe=length, recv_filepath=f"/proc/self/fd/{fd}"
-            )
-        except BaseException:
-            os.close(fd)
-            raise
+        body = Body(fd, 0)  # closes fd once unreferenced, whatever happens below
+        inner = self._ranged(
+            key, start, length, etag, observe=length, recv_filepath=f"/proc/self/fd/{fd}"
+        )
 
         def done(f: Future[Answer]) -> None:
             try:
                 f.result()
-                got = min(os.fstat(fd).st_size, length)
-                view = memoryview(mmap.mmap(fd, got)) if got else memoryview(b"")
-                out.set_result(view)
+                body.size = min(os.fstat(fd).st_size, length)
+                out.set_result(body)
             except S3Error as e:
                 if e.status == 416:  # at or past the end: an empty read, as for a local file
-                    out.set_result(memoryview(b""))
+                    out.set_result(Body.of(b""))
                 else:
                     out.set_exception(e)
-            except OSError as e:  # no memory to map
+            except OSError as e:
                 out.set_exception(S3Error(errno.EIO, f"GET {key}: {e}"))
-            finally:
-                os.close(fd)  # the mapping keeps the memory
 
         inner.add_done_callback(done)
         return out
 
     def get_range(self, key: str, start: int, length: int, etag: str = "") -> bytes:
-        return bytes(self.get_range_async(key, start, length, etag).result())
+        return bytes(self.get_range_async(key, start, length, etag).result().view)
 
     def get_start(self, key: str, length: int) -> tuple[ObjectInfo, bytes] | None:
         """The object's headers and its first `length` bytes in one request, or None."""

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import mmap
+import os
+import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -45,3 +48,57 @@ class Page:
     files: list[ListEntry]
     prefixes: list[str]
     next_token: str | None  # None once the listing is complete
+
+
+class Body:
+    """A GET's bytes, in the memory file (memfd) the CRT wrote them into, or in memory.
+
+    The file stays open while the Body lives (closed when it is collected), so a reader
+    of it may hand its pages on to the kernel by splice(2) without their passing
+    through Python (fuse_adapter.read_buf), and no one can close it under such a reader.
+    `view` maps it for readers in Python."""
+
+    def __init__(self, fd: int, size: int) -> None:
+        self.fd = fd  # -1: the bytes are in `_view`
+        self.size = size
+        self._view: memoryview | None = None
+        if fd >= 0:
+            weakref.finalize(self, os.close, fd)
+
+    @classmethod
+    def of(cls, data: bytes | memoryview) -> Body:
+        body = cls(-1, len(data))
+        body._view = memoryview(data)
+        return body
+
+    def __len__(self) -> int:
+        return self.size
+
+    @property
+    def view(self) -> memoryview:
+        if self._view is None:
+            self._view = memoryview(mmap.mmap(self.fd, self.size)) if self.size else memoryview(b"")
+        return self._view
+
+
+@dataclass(frozen=True)
+class Piece:
+    """Bytes [start, end) of a Body: what a read returns, a piece per block it spans."""
+
+    body: Body
+    start: int
+    end: int
+
+    def __len__(self) -> int:
+        return self.end - self.start
+
+    @property
+    def view(self) -> memoryview:
+        return self.body.view[self.start : self.end]
+
+
+def joined(pieces: list[Piece]) -> bytes | memoryview:
+    """The pieces' bytes as one buffer (a view, no copy, for a single piece)."""
+    if len(pieces) == 1:
+        return pieces[0].view
+    return b"".join(p.view for p in pieces)
