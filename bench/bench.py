@@ -263,10 +263,12 @@ class Bench:
             return
         first = self.first_wall.get((sc.key, backend, name))
         if backend in SLOW_PEERS and first is not None and first > self.args.slow_seconds:
-            self.skipped.append(
+            note = (
                 f"{sc.key} {backend} {name}: measured once ({first:.0f} s > --slow-seconds "
                 f"{self.args.slow_seconds:g})"
             )
+            if note not in self.skipped:  # once, not once per sample skipped
+                self.skipped.append(note)
             return
         body = mounted_job(name, self.sizes, self.data, f"{backend}{sample['sample']}")
         self.dropped &= drop_caches()
