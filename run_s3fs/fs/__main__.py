@@ -186,7 +186,7 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
     from run_s3fs.fs.core.filesystem import Filesystem, FsSettings
     from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
     from run_s3fs.fs.engine import open_engine
-    from run_s3fs.fs.fuse_adapter import FuseAdapter, XattrAdapter
+    from run_s3fs.fs.fuse_adapter import Fuse, FuseAdapter, XattrAdapter
     from run_s3fs.fs.fusebuf import read_size
     from run_s3fs.fs.layout import Overrides
     from run_s3fs.fs.readahead import raise_readahead
@@ -264,7 +264,7 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
         spool_dir,
     )
     try:
-        mfusepy.FUSE(
+        Fuse(
             adapter,
             opts.mountpoint,
             foreground=True,

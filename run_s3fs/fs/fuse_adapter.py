@@ -177,7 +177,7 @@ class FuseAdapter(mfusepy.Operations):
         return 0
 
     @operation
-    def read_buf(self, path: str, bufpp: Any, size: int, offset: int, fi: Any) -> int:
+    def read_buf(self, path: str | None, bufpp: Any, size: int, offset: int, fi: Any) -> int:
         self.replies.fill(bufpp, self.core.read_pieces(fi.fh, offset, size))
         return 0
 
@@ -262,3 +262,13 @@ class XattrAdapter(FuseAdapter):
     def removexattr(self, path: str, name: str) -> int:
         self.core.removexattr(path, name)
         return 0
+
+
+class Fuse(mfusepy.FUSE):
+    """mfusepy's session, whose read_buf also takes the NULL path libfuse passes for an
+    unlinked open file whose directory is gone (mfusepy's decodes it, and fails)."""
+
+    def read_buf(self, path: bytes | None, bufpp: Any, size: int, offset: int, fip: Any) -> int:
+        name = None if path is None else path.decode(self.encoding, self.errors)
+        fh = fip.contents if self.raw_fi else fip.contents.fh
+        return self.operations.read_buf(name, bufpp, size, offset, fh)
