@@ -140,8 +140,8 @@ class Reader:
         with self._lock:
             blocks = self._plan(offset, end)
         if blocks is None:
-            data = self._alone(offset, end)
-            return [Piece(Body.of(data), 0, len(data))]
+            body = self._alone(offset, end)
+            return [Piece(body, 0, len(body))]
         return self._gather(blocks, offset, end)
 
     def close(self) -> None:
@@ -270,10 +270,10 @@ class Reader:
         data = self.engine.get_range_async(self.key, start, end - start, self.etag)
         return _Block(start, end, data)
 
-    def _alone(self, offset: int, end: int) -> bytes:
+    def _alone(self, offset: int, end: int) -> Body:
         self.budget.take(end - offset, needed=True)
         try:
-            return self.engine.get_range(self.key, offset, end - offset, self.etag)
+            return self.engine.get_range_async(self.key, offset, end - offset, self.etag).result()
         finally:
             self.budget.give(end - offset)
 
