@@ -73,6 +73,11 @@ def quote_key(key: str) -> str:
     return quote(key.encode("utf-8", "surrogateescape"), safe="/~")
 
 
+def quote_query(value: str) -> str:
+    """A query-string value, encoded as SigV4's canonical form wants it."""
+    return quote(value.encode("utf-8", "surrogateescape"), safe="-_.~")
+
+
 @dataclass(frozen=True)
 class Endpoint:
     """Where a bucket's requests go: scheme, host header, and the path before the key."""

@@ -8,7 +8,9 @@ Lock order (a thread holding one may take only those after it, never before):
   3. Reader._lock         one object's read blocks (reader.py), then Budget's
   4. cache locks          each cache's own (caches.py), and the prefetchers' (prefetch.py)
 A cache, reader or table lock is never held while waiting for S3. A file's lock may be
-(an upload runs under it, so a close racing with a write cannot lose data), and so may
+(an upload runs under it, so a close racing with a write cannot lose data; a streamed
+upload's write waits there for room among the parts in flight, which the engine's
+threads free without taking any lock of the core), and so may
 the marker lock (a chmod of a directory and the lazy store of its mtime must not undo
 each other); reads wait for their bytes outside every lock.
 """

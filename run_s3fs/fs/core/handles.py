@@ -1,5 +1,6 @@
 """Open files: reads from S3 (reader.py) until the file is written, then from its spool;
-writes to the spool, uploaded at flush/fsync (close) with s3fs's metadata headers.
+writes to the spool, uploaded at flush/fsync (close) with s3fs's metadata headers; a
+large new file written front to back goes up in parts while it is written (stream.py).
 
 No data loss: once a file has been written, its content lives in a private spool file
 until an upload has succeeded. A failed upload is an error for the caller of
@@ -29,6 +30,7 @@ from run_s3fs.fs import layout
 from run_s3fs.fs.core import spool as spools
 from run_s3fs.fs.core.caches import in_tree
 from run_s3fs.fs.core.reader import Budget, Reader
+from run_s3fs.fs.core.stream import Stream
 from run_s3fs.fs.engine import Body, Engine, Piece, S3Error
 from run_s3fs.fs.layout import Attr
 
@@ -73,6 +75,10 @@ class OpenFile:
         # The kernel was told to drop its pages of the file when it was opened, so it
         # holds none of another version: only then may a first read go on with a new one.
         self.cache_clean = False
+        # The spool holds what was written from nothing (a new or emptied file), so it
+        # may be streamed up from its first byte while written; `stream` is that upload.
+        self.streamable = new
+        self.stream: Stream | None = None
         if new:
             self.spool = spools.new_spool(spool_dir)
 
@@ -160,17 +166,22 @@ class OpenFile:
         return self.spool
 
     def _touch(self) -> None:
-        now = time.time_ns()
-        self.attr = replace(self.attr, mtime_ns=now, ctime_ns=now)
         self.times_set = False
         self.dirty = True
+        if self.stream is not None:
+            return  # its times are the stream's, already in S3's metadata (stream.py)
+        now = time.time_ns()
+        self.attr = replace(self.attr, mtime_ns=now, ctime_ns=now)
 
     def write(self, data: bytes, offset: int) -> int:
         with self.lock:
             spool = self.load()
+            if self.stream is not None and offset < self.stream.sent:
+                self._abandon("a write into a part already sent")
             os.pwrite(spool.fileno(), data, offset)
             self.attr = replace(self.attr, size=max(self.attr.size, offset + len(data)))
             self._touch()
+            self._stream(spool)
             return len(data)
 
     def truncate(self, length: int) -> None:
@@ -179,8 +190,12 @@ class OpenFile:
                 self.spool = spools.new_spool(self.spool_dir)  # nothing to fetch: all goes
                 self._drop_reader()
             spool = self.load()
+            if self.stream is not None and length < self.stream.sent:
+                self._abandon("truncated into a part already sent")
             os.ftruncate(spool.fileno(), length)
             self.attr = replace(self.attr, size=length)
+            if length == 0:
+                self.streamable = True
             self._touch()
 
     def set_attr(self, attr: Attr, times_set: bool = False) -> None:
@@ -189,6 +204,37 @@ class OpenFile:
             self.attr = replace(attr, size=self.attr.size)
             self.times_set = self.times_set or times_set
             self.dirty = True
+            if self.stream is not None and layout.object_meta(self.attr) != self.stream.meta:
+                self._abandon("its metadata changed")
+
+    # --- streaming (stream.py) --------------------------------------------------------
+
+    def _stream(self, spool: BinaryIO) -> None:
+        """Start the parts a write made whole; begin the stream once the file is large
+        enough. Never fails the write: a stream that cannot go on is abandoned."""
+        if self.stream is None:
+            if not self.streamable or self.unlinked:
+                return
+            if self.attr.size < self.engine.stream_threshold():
+                return
+            self.streamable = False  # one try: a stream abandoned is not begun again
+            try:
+                meta = layout.object_meta(self.attr)
+                ctype = layout.content_type_for(self.path)
+                self.stream = Stream(self.engine, self.key, meta, ctype)
+            except OSError as e:
+                log.info("%s: no streamed upload (%s); the whole file goes at close", self.path, e)
+                return
+        try:
+            if not self.stream.send_ready(spool.fileno(), self.attr.size):
+                self._abandon("too many parts")
+        except OSError as e:
+            self._abandon(str(e))
+
+    def _abandon(self, why: str) -> None:
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            stream.abandon(why)
 
     # --- uploading --------------------------------------------------------------------
 
@@ -204,10 +250,11 @@ class OpenFile:
             meta = layout.object_meta(self.attr)
             ctype = layout.content_type_for(self.path)
             started = time.monotonic()
+            etag = self._finish_stream(spool, size, meta)
             try:
-                etag = self.engine.upload_file(
-                    self.key, spools.spool_path(spool), size, meta, ctype
-                )
+                if etag is None:
+                    path = spools.spool_path(spool)
+                    etag = self.engine.upload_file(self.key, path, size, meta, ctype)
             except OSError as e:
                 log.error("upload of %s failed, data kept for retry: %s", self.path, e)
                 self._keep_on_disk()
@@ -215,13 +262,30 @@ class OpenFile:
             log.debug("uploaded %s (%d bytes, %.2fs)", self.path, size, time.monotonic() - started)
             self.attr = replace(self.attr, size=size, etag=etag)
             self.dirty = False
+            self.streamable = size == 0  # e.g. a shell's `>`: flushed empty, then written
             self._drop_kept()
             return True
+
+    def _finish_stream(self, spool: BinaryIO, size: int, meta: dict[str, str]) -> str | None:
+        """The object's ETag if the stream made it; None if there was none or it failed
+        (the whole spool is uploaded instead)."""
+        stream, self.stream = self.stream, None
+        if stream is None:
+            return None
+        if not stream.carries(self.key, meta):
+            stream.abandon("renamed, or its metadata changed")
+            return None
+        try:
+            return stream.finish(spool.fileno(), size)
+        except OSError as e:
+            log.warning("%s: streamed upload failed (%s); uploading the whole file", self.path, e)
+            return None
 
     def superseded(self) -> None:
         """Unlinked, or renamed over: its pending content is no longer wanted."""
         with self.lock:
             self.unlinked = True
+            self._abandon("unlinked")
             self._drop_kept()
 
     def _keep_on_disk(self) -> None:
@@ -246,6 +310,7 @@ class OpenFile:
 
     def close(self) -> None:
         with self.lock:
+            self._abandon("closed")
             if self.spool is not None:
                 self.spool.close()
                 self.spool = None

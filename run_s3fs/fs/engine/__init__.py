@@ -18,9 +18,19 @@ from typing import Any, Protocol
 
 from run_s3fs.fs.engine.errors import S3Error
 from run_s3fs.fs.engine.sse import CustomerKey, CustomerKeys
-from run_s3fs.fs.engine.types import Body, ListEntry, Listing, ObjectInfo, Page, Piece, joined
+from run_s3fs.fs.engine.types import (
+    MAX_PARTS,
+    Body,
+    ListEntry,
+    Listing,
+    ObjectInfo,
+    Page,
+    Piece,
+    joined,
+)
 
 __all__ = [
+    "MAX_PARTS",
     "Body",
     "CustomerKey",
     "CustomerKeys",
@@ -32,6 +42,7 @@ __all__ = [
     "Page",
     "Piece",
     "S3Error",
+    "Upload",
     "joined",
     "open_engine",
 ]
@@ -66,6 +77,25 @@ class EngineSettings:
     request_headers: tuple[tuple[str, str], ...] = ()
     # SSE-C keys (sse.py): sent per object on reads, writes and copies.
     customer_keys: CustomerKeys | None = None
+
+
+class Upload(Protocol):
+    """A multipart upload under way (Engine.begin_upload): nothing is visible under its
+    key until complete() returns."""
+
+    part_size: int  # the size its parts are best cut in (all but the last ≥ 5 MiB)
+
+    @property
+    def parts(self) -> int: ...
+
+    @property
+    def failed(self) -> bool: ...
+
+    def send_file_part(self, fd: int, start: int, length: int) -> None: ...
+
+    def complete(self) -> str: ...
+
+    def abort(self) -> None: ...
 
 
 class Engine(Protocol):
@@ -110,6 +140,10 @@ class Engine(Protocol):
     def upload_file(
         self, key: str, path: str, size: int, metadata: dict[str, str], ctype: str
     ) -> str: ...
+
+    def begin_upload(self, key: str, metadata: dict[str, str], ctype: str) -> Upload: ...
+
+    def stream_threshold(self) -> int: ...
 
     def copy(
         self,

@@ -44,6 +44,7 @@ from awscrt import io as crt_io
 from awscrt.exceptions import AwsCrtError
 
 from run_s3fs.endpoint import Endpoint, resolve
+from run_s3fs.endpoint import quote_query as _q
 from run_s3fs.fs.engine import xml
 from run_s3fs.fs.engine.errors import (
     REDIRECT_STATUSES,
@@ -54,25 +55,19 @@ from run_s3fs.fs.engine.errors import (
     from_transport,
 )
 from run_s3fs.fs.engine.heads import HeadLane
+from run_s3fs.fs.engine.multipart import MIN_PART, MultipartUpload
 from run_s3fs.fs.engine.sse import MD5_HEADER, CustomerKey, CustomerKeys
-from run_s3fs.fs.engine.types import Body, ListEntry, Listing, ObjectInfo, Page
+from run_s3fs.fs.engine.types import MAX_PARTS, Body, ListEntry, Listing, ObjectInfo, Page
 
 log = logging.getLogger("run_s3fs.fs.engine")
 
 T = TypeVar("T")
 U = TypeVar("U")
 MIB = 1024 * 1024
-MIN_PART = 5 * MIB
-MAX_PARTS = 10_000
 META = "x-amz-meta-"
 DEFAULT = s3.S3RequestType.DEFAULT
 _KEY_MEMORY = 100_000  # objects whose SSE-C key is remembered (then forgotten at once)
 Headers = list[tuple[str, str]]
-
-
-def _q(value: str) -> str:
-    """A query-string value, encoded as SigV4's canonical form wants it."""
-    return quote(value.encode("utf-8", "surrogateescape"), safe="-_.~")
 
 
 def _then(future: Future[T], fn: Callable[[T], U]) -> Future[U]:
@@ -876,40 +871,34 @@ class CrtEngine:
             count = self.settings.parallel_count
             spread = min(-(-size // count), self.settings.upload_buffer // count)
             part = max(min(self.settings.part_size, spread), -(-size // MAX_PARTS), MIN_PART)
-            sse_c = self._write_key()
-            part_headers = sse_c.headers() if sse_c else []
-
-            def part_request(upload_id: str, n: int, start: int) -> Future[str]:
-                length = min(part, size - start)
-                budget.take(length)
-                try:
-                    # Read here, in the caller's thread (pread drops the GIL), never in
-                    # a CRT thread: a file read there would stall that event loop.
-                    data = os.pread(fd, length, start)
-                    if len(data) != length:
-                        raise S3Error(
-                            errno.EIO, f"PUT {key}: the file changed size while uploading"
-                        )
-                    sent = self._send(
-                        f"upload part {n} of {key}",
-                        "PUT",
-                        key,
-                        query=f"partNumber={n}&uploadId={_q(upload_id)}",
-                        headers=part_headers,
-                        payload=data,
-                        op="UploadPart",
-                    )
-                except BaseException:
-                    budget.give(length)
-                    raise
-                sent.add_done_callback(lambda _f: budget.give(length))
-                return _then(sent, lambda a: a.headers.get("etag", ""))
-
-            return self._multipart(
-                f"multipart upload of {key}", key, metadata, ctype, size, part, part_request, sse_c
-            )
+            upload = self.begin_upload(key, metadata, ctype)
+            try:
+                for start in range(0, size, part):
+                    if upload.failed:
+                        break  # start no more: complete() raises the failure
+                    upload.send_file_part(fd, start, min(part, size - start))
+            except BaseException:
+                upload.abort()
+                raise
+            return upload.complete()
         finally:
             os.close(fd)
+
+    def begin_upload(self, key: str, metadata: dict[str, str], ctype: str) -> MultipartUpload:
+        """A multipart upload of a new object `key`, its parts sent by the caller (a file
+        streamed while written): cut in part_size (multipart_size), or smaller if the
+        upload buffer would not hold parallel_count of them in flight."""
+        sse_c = self._write_key()
+        headers = self._object_headers(metadata, ctype, sse_c)
+        settings = self.settings
+        part = max(
+            MIN_PART, min(settings.part_size, settings.upload_buffer // settings.parallel_count)
+        )
+        return MultipartUpload(self, f"multipart upload of {key}", key, headers, sse_c, part)
+
+    def stream_threshold(self) -> int:
+        """The size from which a file being written goes up in parts while it is written."""
+        return self.settings.multipart_threshold
 
     def copy(
         self,
@@ -1002,80 +991,17 @@ class CrtEngine:
                 lambda a: xml.find(bytes(a.body), "ETag"),
             )
 
-        kept = self._kept(source, sse_c)
-        return self._multipart(what, dst, metadata, ctype, size, part, part_request, sse_c, kept)
-
-    def _multipart(
-        self,
-        what: str,
-        key: str,
-        metadata: dict[str, str],
-        ctype: str,
-        size: int,
-        part: int,
-        part_request: Callable[[str, int, int], Future[str]],
-        sse_c: CustomerKey | None,
-        kept: Headers | None = None,
-    ) -> str:
-        """A multipart upload of `key` whose parts `part_request(upload_id, number,
-        start)` makes, `parallel_count` in flight. On any failure it is aborted, once
-        every part started has finished (a part landing after the abort would stay).
-        `sse_c`: the SSE-C key it is written with (its parts must carry it too); `kept`:
-        what a copy keeps of its source's storage (see _kept)."""
-        created = self._send(
-            f"{what}: create",
-            "POST",
-            key,
-            query="uploads",
-            headers=[*self._object_headers(metadata, ctype, sse_c), *(kept or ())],
-            op="CreateMultipartUpload",
-        ).result()
-        upload_id = xml.find(bytes(created.body), "UploadId")
-        if not upload_id:
-            raise S3Error(errno.EIO, f"{what}: the server gave no upload id")
-        futures: list[Future[str]] = []
-        gate = threading.Semaphore(self.settings.parallel_count)
+        headers = [*self._object_headers(metadata, ctype, sse_c), *self._kept(source, sse_c)]
+        upload = MultipartUpload(self, what, dst, headers, sse_c)
         try:
-            for n, start in enumerate(range(0, size, part), 1):
-                gate.acquire()
-                if any(f.done() and f.exception() for f in futures):
-                    break  # one failed: start no more, abort below
-                future = part_request(upload_id, n, start)
-                future.add_done_callback(lambda _f: gate.release())
-                futures.append(future)
-            for f in futures:
-                f.exception()  # waits for every part, failed or not
-            etags = [f.result() for f in futures]
-            if len(etags) * part < size:
-                raise S3Error(errno.EIO, f"{what}: not every part was sent")
-            done = self._send(
-                f"{what}: complete",
-                "POST",
-                key,
-                query=f"uploadId={_q(upload_id)}",
-                headers=sse_c.headers() if sse_c else [],
-                payload=xml.complete_multipart(list(enumerate(etags, 1))),
-                op="CompleteMultipartUpload",
-            ).result()
-            self._learn(key, sse_c.md5 if sse_c else "")
-            return xml.find(bytes(done.body), "ETag")
+            for start in range(0, size, part):
+                if upload.failed:
+                    break  # start no more: complete() raises the failure
+                upload.start(lambda upload_id, n, start=start: part_request(upload_id, n, start))
         except BaseException:
-            for f in futures:
-                f.exception()
-            self._abort(key, upload_id)
+            upload.abort()
             raise
-
-    def _abort(self, key: str, upload_id: str) -> None:
-        try:
-            self._send(
-                f"abort multipart upload {key}",
-                "DELETE",
-                key,
-                query=f"uploadId={_q(upload_id)}",
-                op="AbortMultipartUpload",
-            ).result()
-        except OSError as e:
-            log.error("could not abort multipart upload of %s (parts may remain): %s", key, e)
+        return upload.complete()
 
     def delete(self, key: str) -> None:
         self._key_of.pop(key, None)

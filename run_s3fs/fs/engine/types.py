@@ -8,6 +8,8 @@ import weakref
 from dataclasses import dataclass, field
 from datetime import datetime
 
+MAX_PARTS = 10_000  # parts of one multipart upload (S3's limit)
+
 
 @dataclass(frozen=True)
 class ObjectInfo:

@@ -1,0 +1,228 @@
+"""Streamed uploads (core/stream.py) through the core, against the moto server: a large
+new file goes up in parts while it is written, and whatever the stream cannot carry
+falls back to the whole file at close, with the same content, metadata and errors."""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+import time
+
+import pytest
+from engine_support import make_engine
+from faultproxy import FaultProxy, FaultRates
+
+from run_s3fs.fs.core.filesystem import Filesystem, FsSettings
+from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
+from run_s3fs.fs.layout import Attr
+
+MIB = 1024 * 1024
+PART = 5 * MIB  # make_engine's parts; streaming starts at its 8 MiB threshold
+
+
+def make_core(url: str, bucket: str, spool: str, **engine) -> Filesystem:
+    engine_ = make_engine(url, bucket, **{"parallel_count": 2, **engine})
+    ns = Namespace(
+        engine_,
+        NamespaceSettings(
+            prefix="",
+            uid=0,
+            gid=0,
+            stat_ttl=60,
+            negative_ttl=2,
+            max_entries=1000,
+            max_in_flight=4,
+        ),
+    )
+    root = Attr(stat.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0)
+    return Filesystem(engine_, ns, FsSettings(spool_dir=spool, root_attr=root))
+
+
+@pytest.fixture
+def core(s3_server, bucket, tmp_path):
+    fs = make_core(s3_server.url, bucket, str(tmp_path))
+    yield fs
+    fs.engine.close()
+
+
+def uploads(s3, bucket: str) -> list[dict]:
+    return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
+
+
+def parts_sent(s3, bucket: str, key: str, expect: int) -> int:
+    """How many parts of `key`'s upload are in S3, once `expect` are (parts go up in the
+    background), or after 10 s."""
+    deadline = time.monotonic() + 10
+    while True:
+        found = [u for u in uploads(s3, bucket) if u["Key"] == key]
+        listed = (
+            s3.list_parts(Bucket=bucket, Key=key, UploadId=found[0]["UploadId"]).get("Parts", [])
+            if found
+            else []
+        )
+        if len(listed) >= expect or time.monotonic() > deadline:
+            return len(listed)
+        time.sleep(0.05)
+
+
+def write_in_mib(core: Filesystem, fh: int, data: bytes, start: int = 0) -> None:
+    for off in range(start, len(data), MIB):
+        core.write(fh, data[off : off + MIB], off)
+
+
+def body(s3, bucket: str, key: str) -> bytes:
+    return s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+
+
+def test_a_large_new_file_is_in_parts_in_s3_before_close(core, s3, bucket):
+    data = os.urandom(22 * MIB + 123)
+    fh = core.create("/big", 0o640, os.O_WRONLY, 7, 8)
+    write_in_mib(core, fh, data)
+    # Four whole parts were written: they are up already; nothing is visible yet.
+    assert parts_sent(s3, bucket, "big", 4) == 4
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    during = core.getattr("/big", fh)
+    core.flush(fh)
+    core.release(fh)
+    head = s3.head_object(Bucket=bucket, Key="big")
+    assert head["ETag"].strip('"').endswith("-5")  # 4 parts streamed + the tail
+    assert body(s3, bucket, "big") == data
+    assert uploads(s3, bucket) == []
+    meta = head["Metadata"]
+    assert (meta["mode"], meta["uid"], meta["gid"]) == (str(stat.S_IFREG | 0o640), "7", "8")
+    # The times shown while writing are the ones S3 keeps (fixed when the stream began).
+    after = core.getattr("/big")
+    assert after.mtime_ns == during.mtime_ns
+    assert meta["mtime"] == f"{during.mtime_ns // 10**9}.{during.mtime_ns % 10**9:09d}"
+
+
+def test_a_file_below_the_threshold_is_one_put_at_close(core, s3, bucket):
+    data = os.urandom(7 * MIB)
+    fh = core.create("/small", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(core, fh, data)
+    assert uploads(s3, bucket) == []
+    core.release(fh)
+    assert "-" not in s3.head_object(Bucket=bucket, Key="small")["ETag"]
+    assert body(s3, bucket, "small") == data
+
+
+def test_a_write_into_a_part_already_sent_falls_back_to_the_whole_file(core, s3, bucket):
+    data = bytearray(os.urandom(18 * MIB))
+    fh = core.create("/f", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(core, fh, bytes(data))
+    assert parts_sent(s3, bucket, "f", 3) == 3
+    data[100:104] = b"HEAD"
+    core.write(fh, b"HEAD", 100)  # a header written last, as some formats do
+    assert uploads(s3, bucket) == []  # the stream was aborted at once
+    core.release(fh)
+    assert body(s3, bucket, "f") == bytes(data)
+    assert uploads(s3, bucket) == []
+
+
+def test_a_truncate_below_what_was_sent_falls_back(core, s3, bucket):
+    data = os.urandom(18 * MIB)
+    fh = core.create("/t", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(core, fh, data)
+    assert parts_sent(s3, bucket, "t", 3) == 3
+    core.truncate("/t", 3 * MIB)
+    core.write(fh, b"end", 3 * MIB)
+    core.release(fh)
+    assert body(s3, bucket, "t") == data[: 3 * MIB] + b"end"
+    assert uploads(s3, bucket) == []
+
+
+def test_a_chmod_while_streaming_is_kept(core, s3, bucket):
+    data = os.urandom(12 * MIB)
+    fh = core.create("/m", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(core, fh, data)
+    assert parts_sent(s3, bucket, "m", 2) == 2
+    core.chmod("/m", 0o600)
+    core.release(fh)
+    head = s3.head_object(Bucket=bucket, Key="m")
+    assert head["Metadata"]["mode"] == str(stat.S_IFREG | 0o600)
+    assert body(s3, bucket, "m") == data
+    assert uploads(s3, bucket) == []
+
+
+def test_an_unlink_while_streaming_leaves_nothing(core, s3, bucket):
+    fh = core.create("/gone", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(core, fh, os.urandom(12 * MIB))
+    assert parts_sent(s3, bucket, "gone", 2) == 2
+    core.unlink("/gone")
+    write_in_mib(core, fh, os.urandom(12 * MIB), start=12 * MIB)  # still writable (POSIX)
+    core.release(fh)
+    assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
+    assert uploads(s3, bucket) == []
+
+
+def test_an_fsync_makes_the_object_and_later_writes_go_at_close(core, s3, bucket):
+    data = os.urandom(16 * MIB)
+    fh = core.create("/s", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(core, fh, data[: 10 * MIB])
+    core.fsync(fh)
+    assert body(s3, bucket, "s") == data[: 10 * MIB]
+    write_in_mib(core, fh, data, start=10 * MIB)
+    core.release(fh)
+    assert body(s3, bucket, "s") == data
+    assert uploads(s3, bucket) == []
+
+
+def test_a_shell_redirect_flushed_empty_first_still_streams(core, s3, bucket):
+    fh = core.create("/r", 0o644, os.O_WRONLY, 0, 0)
+    dup = core.open("/r", os.O_WRONLY).fh
+    core.flush(fh)  # `cmd > file`: the shell closes its own descriptor first
+    core.release(fh)
+    data = os.urandom(11 * MIB)
+    write_in_mib(core, dup, data)
+    assert parts_sent(s3, bucket, "r", 2) == 2
+    core.release(dup)
+    assert body(s3, bucket, "r") == data
+
+
+def test_a_failed_part_falls_back_to_the_whole_file_at_close(s3_server, s3, bucket, tmp_path):
+    proxy = FaultProxy(s3_server.url).start()
+    fs = make_core(proxy.url, bucket, str(tmp_path), retries=0)
+    try:
+        data = os.urandom(20 * MIB)
+        fh = fs.create("/p", 0o644, os.O_WRONLY, 0, 0)
+        write_in_mib(fs, fh, data[: 10 * MIB])
+        assert parts_sent(s3, bucket, "p", 2) == 2
+        proxy.set_rates(FaultRates(error500=1.0))
+        write_in_mib(fs, fh, data[: 16 * MIB], start=10 * MIB)  # a part fails: no error
+        proxy.set_rates(FaultRates())
+        write_in_mib(fs, fh, data, start=16 * MIB)
+        fs.flush(fh)
+        fs.release(fh)
+        assert body(s3, bucket, "p") == data
+        assert uploads(s3, bucket) == []
+    finally:
+        fs.engine.close()
+        proxy.stop()
+
+
+def test_a_stream_and_its_fallback_failing_is_eio_and_the_data_stays(
+    s3_server, s3, bucket, tmp_path
+):
+    proxy = FaultProxy(s3_server.url).start()
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    fs = make_core(proxy.url, bucket, str(spool), retries=0)
+    try:
+        data = os.urandom(12 * MIB)
+        fh = fs.create("/e", 0o644, os.O_WRONLY, 0, 0)
+        write_in_mib(fs, fh, data)
+        assert parts_sent(s3, bucket, "e", 2) == 2
+        proxy.set_rates(FaultRates(error500=1.0))
+        with pytest.raises(OSError) as info:
+            fs.flush(fh)
+        assert info.value.errno == errno.EIO
+        assert [p.stat().st_size for p in (tmp_path / "unsaved").iterdir()] == [len(data)]
+        proxy.set_rates(FaultRates())
+        fs.flush(fh)  # the retry uploads the whole file
+        fs.release(fh)
+        assert body(s3, bucket, "e") == data
+        assert list((tmp_path / "unsaved").iterdir()) == []
+    finally:
+        fs.engine.close()
+        proxy.stop()
