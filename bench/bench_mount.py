@@ -222,6 +222,29 @@ class Watchdog:
         self._timer.cancel()
 
 
+def held_memory(pid: int) -> int:
+    """The memory a process holds: its RSS, plus the pages of the memfds it has open
+    and does not map (the python backend's read-ahead blocks are memfds spliced to the
+    kernel, never mapped, so RSS alone would miss them); mapped shmem is counted once.
+    Raises psutil.NoSuchProcess once the process is gone."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        raise psutil.NoSuchProcess(pid) from None
+    fields = dict(line.split(":", 1) for line in status.splitlines() if ":" in line)
+    rss = int(fields["VmRSS"].split()[0]) * 1024
+    shmem = int(fields.get("RssShmem", "0 kB").split()[0]) * 1024
+    memfds: dict[int, int] = {}  # inode → bytes: one memfd may be open as several fds
+    fd_dir = f"/proc/{pid}/fd"
+    with contextlib.suppress(FileNotFoundError, ProcessLookupError, PermissionError):
+        for fd in os.listdir(fd_dir):
+            with contextlib.suppress(OSError):
+                if os.readlink(f"{fd_dir}/{fd}").startswith("/memfd:"):
+                    st = os.stat(f"{fd_dir}/{fd}")
+                    memfds[st.st_ino] = st.st_blocks * 512
+    return rss - shmem + sum(memfds.values()) if memfds else rss
+
+
 @dataclass
 class Usage:
     """What a process used during one measured operation."""
@@ -235,7 +258,8 @@ class Usage:
 class Monitor:
     """Samples the RSS of some processes in a thread and takes their CPU time at both ends.
 
-    RSS is summed over each process and the children it has when the monitor starts
+    Memory (held_memory: RSS and unmapped memfds) is summed over each process and the
+    children it has when the monitor starts
     (neither backend forks today, but a helper process would count against its footprint).
     Sampling is kept cheap: on two cores the monitor's own CPU would show in the figures.
     """
@@ -267,10 +291,10 @@ class Monitor:
         return t.user + t.system
 
     def _rss(self, proc: psutil.Process) -> int:
-        total = proc.memory_info().rss
+        total = held_memory(proc.pid)
         for child in self._children.get(proc.pid, []):
-            with contextlib.suppress(psutil.NoSuchProcess):
-                total += child.memory_info().rss
+            with contextlib.suppress(psutil.NoSuchProcess, FileNotFoundError, ProcessLookupError):
+                total += held_memory(child.pid)
         return total
 
     def _sample(self) -> None:
