@@ -240,3 +240,44 @@ def test_a_listing_fetched_ahead_shows_our_own_later_changes(env):
     finally:
         (tree / "d2" / "new").unlink()
         (tree / "d2" / "f03").write_bytes(b"x" * 3)
+
+
+def perf_bucket(s3_server) -> tuple[object, str]:
+    client = s3_server.client(ACCESS_KEY, SECRET_KEY)
+    names = [b["Name"] for b in client.list_buckets()["Buckets"]]
+    return client, next(n for n in names if n.startswith("perf-"))
+
+
+def test_a_new_name_in_a_small_directory_is_looked_up_in_one_round_trip(env, s3_server):
+    mnt, proxy = env
+    client, bucket = perf_bucket(s3_server)
+    for key in ("small/old", "small/sub/f"):  # an implicit directory no one looked at yet
+        client.put_object(Bucket=bucket, Key=key, Body=b"x", Metadata=FILE_META)
+    os.stat(mnt / "small")  # its lookup lists it: 2 names
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.2))  # every request takes a while
+    proxy.stats.peak_in_flight = 0
+    try:
+        _count, _ = requests_for(proxy, lambda: (mnt / "small" / "new").write_bytes(b"y"))
+    finally:
+        proxy.set_rates(FaultRates())
+    asked = sorted(r.split(" ")[0] for r in proxy.seen if "new" in r)
+    assert asked == ["GET", "HEAD", "PUT"], list(proxy.seen)  # no more requests than before
+    assert proxy.stats.peak_in_flight >= 2  # the HEAD and the listing went together
+    assert sorted(os.listdir(mnt / "small")) == ["new", "old", "sub"]
+
+
+def test_a_large_directory_is_not_listed_whole_by_a_lookup(env, s3_server):
+    mnt, proxy = env
+    client, bucket = perf_bucket(s3_server)
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda i: client.put_object(Bucket=bucket, Key=f"large/f{i:03d}", Body=b""),
+                range(201),
+            )
+        )
+    requests_for(proxy, lambda: (mnt / "large" / "new").write_bytes(b"z"))
+    # One page of 200 keys looked the directory up: it could not hold all of it.
+    assert any("prefix=large%2F" in r and "max-keys=200" in r for r in proxy.seen)
+    asked = sorted(r.split(" ")[0] for r in proxy.seen if "new" in r)
+    assert asked == ["GET", "HEAD", "PUT"], list(proxy.seen)

@@ -97,6 +97,16 @@ def test_a_large_new_file_is_in_parts_in_s3_before_close(core, s3, bucket):
     assert meta["mtime"] == f"{during.mtime_ns // 10**9}.{during.mtime_ns % 10**9:09d}"
 
 
+def test_an_empty_file_opened_for_writing_streams_too(core, s3, bucket):
+    core.release(core.create("/empty", 0o644, os.O_WRONLY, 0, 0))  # `touch`
+    fh = core.open("/empty", os.O_WRONLY).fh
+    data = os.urandom(11 * MIB)
+    write_in_mib(core, fh, data)
+    assert parts_sent(s3, bucket, "empty", 2) == 2
+    core.release(fh)
+    assert body(s3, bucket, "empty") == data
+
+
 def test_a_file_below_the_threshold_is_one_put_at_close(core, s3, bucket):
     data = os.urandom(7 * MIB)
     fh = core.create("/small", 0o644, os.O_WRONLY, 0, 0)

@@ -162,6 +162,7 @@ class OpenFile:
                 spool.close()
                 raise
             self.spool = spool
+            self.streamable = self.attr.size == 0  # written from nothing, as a new file
             self._drop_reader()
         return self.spool
 

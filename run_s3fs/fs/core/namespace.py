@@ -27,11 +27,15 @@ from datetime import datetime
 from run_s3fs.fs import layout
 from run_s3fs.fs.core.caches import Bounded, in_tree
 from run_s3fs.fs.core.prefetch import NOT_LISTED, AttrsAhead, ListingsAhead
-from run_s3fs.fs.engine import Engine, ObjectInfo
+from run_s3fs.fs.engine import Engine, ObjectInfo, Page
 from run_s3fs.fs.layout import Attr
 
 MISSING = object()  # cached "no such path"
 MAX_LISTED_DIRS = 1000
+# Keys the listing that looks a directory up asks for. A directory this small is then
+# known whole (`hints`), which says which names in it are likely free; a larger one only
+# costs a longer first page, once a stat_ttl.
+LOOKUP_PAGE = 200
 MAX_DIR_TIMES = 100_000  # directories whose entries changed here (~200 bytes each)
 
 
@@ -69,6 +73,12 @@ class Namespace:
         self.listings: Bounded[str, dict[str, DirEntry]] = Bounded(
             MAX_LISTED_DIRS, settings.negative_ttl
         )
+        # The names a directory's lookup saw in it (when its first page held them all),
+        # patched by our own changes: a guess, never an answer (another client may have
+        # made a name since). A name not among them is probably free, so its lookup asks
+        # S3 both of its questions at once (is it an object? a directory?) instead of
+        # one after the other: the same requests, one round trip.
+        self.hints: Bounded[str, frozenset[str]] = Bounded(MAX_LISTED_DIRS, settings.stat_ttl)
         # key → (ETag, Last-Modified second, Attr). An object's headers change only with
         # its ETag (content) or its Last-Modified (a metadata-replacing copy bumps it),
         # so a listing entry carrying the same pair proves the cached attributes still
@@ -176,27 +186,48 @@ class Namespace:
     def fetch(self, path: str) -> Attr | None:
         """Ask S3 what `path` is: a file/symlink/dir object, a dir marker, an implicit
         directory, or nothing. 1–3 requests; the answer goes into the stat cache."""
-        info = self.engine.head(self.key(path))
-        attr = self.decode(info) if info is not None else self._fetch_dir(path)
+        parent, name = posixpath.split(path)
+        hint = self.hints.get(parent)
+        if hint is not None and name not in hint:  # probably nothing: ask both at once
+            head = self.engine.head_async(self.key(path))
+            page = self.engine.list_page_async(self.dkey(path), max_keys=LOOKUP_PAGE)
+            info = head.result()
+            attr = self.decode(info) if info is not None else self._dir_from(path, page.result())
+        else:
+            info = self.engine.head(self.key(path))
+            if info is not None:
+                attr = self.decode(info)
+            else:
+                attr = self._dir_from(
+                    path, self.engine.list_page(self.dkey(path), max_keys=LOOKUP_PAGE)
+                )
         self.store(path, attr)
         return attr
 
-    def _fetch_dir(self, path: str) -> Attr | None:
+    def _dir_from(self, path: str, page: Page) -> Attr | None:
+        """What `path` is, given the first page of a listing of `path/`; a page that
+        holds the whole directory becomes its hint."""
         dkey = self.dkey(path)
-        # The marker `dir/` sorts before every other key under `dir/`: one listing of one
-        # key says both whether a marker exists and whether the directory is implicit.
-        first = self.engine.first_keys(dkey, 1)
-        if first and first[0].key == dkey:
+        attr: Attr | None = None
+        # The marker `dir/` sorts before every other key under `dir/`: one listing says
+        # both whether a marker exists and whether the directory is implicit.
+        if page.files and page.files[0].key == dkey:
             marker = self.engine.head(dkey)
             if marker is not None:
-                return self._as_dir(marker)
-        if first:
-            return self.implicit_dir()
-        if self.settings.compat_dir:
+                attr = self._as_dir(marker)
+        if attr is None and (page.files or page.prefixes):
+            attr = self.implicit_dir()
+        if attr is None and self.settings.compat_dir:
             info = self.engine.head(self.key(path) + layout.COMPAT_DIR_SUFFIX)
             if info is not None:
-                return self._as_dir(info)
-        return None
+                attr = self._as_dir(info)
+        if attr is not None and page.next_token is None:
+            keys = [*(f.key for f in page.files), *page.prefixes]
+            names = (layout.child_name(k, dkey) for k in keys)
+            self.hints.put(
+                path, frozenset(n.removesuffix(layout.COMPAT_DIR_SUFFIX) for n in names if n)
+            )
+        return attr
 
     def _fetch_listed(self, key: str, is_prefix: bool) -> Future[Attr | None]:
         """Attributes of an entry a listing showed: a HEAD of its object (or, for a common
@@ -265,6 +296,7 @@ class Namespace:
         self.subdirs.put(path, len(subdirs))
         self.listings_ahead.listed(path, subdirs)
         self.listings.put(path, entries)
+        self.hints.put(path, frozenset(entries))
         return entries
 
     def _unknown(self, path: str) -> bool:
@@ -303,6 +335,7 @@ class Namespace:
         self.stats.pop(path)
         if exists is None:
             self.listings.pop(parent)
+            self.hints.pop(parent)
         else:
             name = posixpath.basename(path)
 
@@ -315,6 +348,7 @@ class Namespace:
                 return patched
 
             self.listings.update(parent, patch)
+            self.hints.update(parent, lambda names: names | {name} if exists else names - {name})
         self.objects.pop(self.key(path))
         self.objects.pop(self.dkey(path))
 
@@ -325,6 +359,7 @@ class Namespace:
         self.listings_ahead.forget_tree(path)
         self.stats.pop_tree(path)
         self.listings.pop_tree(path)
+        self.hints.pop_tree(path)
         # Gone, or a moved tree now there: what we knew of the directories is not theirs.
         self.dir_times.pop_tree(path)
         self.subdirs.pop_tree(path)
@@ -388,4 +423,7 @@ class Namespace:
         return 1 if count is None else 2 + count
 
     def created_dir(self, path: str) -> None:
+        """mkdir here, after a lookup found nothing under the name: it is empty (as far
+        as anyone knows now: a hint, see `hints`)."""
         self.subdirs.put(path, 0)
+        self.hints.put(path, frozenset())
