@@ -16,6 +16,7 @@ from typing import Any
 
 import mfusepy
 
+from run_s3fs.fs import fusebuf
 from run_s3fs.fs.core.filesystem import Filesystem
 from run_s3fs.fs.fusebuf import Replies
 from run_s3fs.fs.layout import Attr
@@ -87,7 +88,7 @@ class FuseAdapter(mfusepy.Operations):
             config.hard_remove = 0
             config.use_ino = 0
         if conn is not None:
-            conn.max_write = 1024 * 1024
+            conn.max_write = self.max_read  # so a write request fits a pipe (fusebuf)
             conn.max_read = self.max_read
             conn.max_readahead = max(conn.max_readahead, self.max_read)
             self.replies.start(conn, self.max_read)
@@ -186,6 +187,10 @@ class FuseAdapter(mfusepy.Operations):
         return self.core.write(fi.fh, data, offset)
 
     @operation
+    def write_buf(self, path: str | None, buf: Any, offset: int, fi: Any) -> int:
+        return self.core.write_from(fi.fh, offset, lambda fd, at: fusebuf.copy_into(buf, fd, at))
+
+    @operation
     def truncate(self, path: str, length: int, fh: Any = None) -> int:
         self.core.truncate(path, length)
         return 0
@@ -272,3 +277,8 @@ class Fuse(mfusepy.FUSE):
         name = None if path is None else path.decode(self.encoding, self.errors)
         fh = fip.contents if self.raw_fi else fip.contents.fh
         return self.operations.read_buf(name, bufpp, size, offset, fh)
+
+    def write_buf(self, path: bytes | None, buf: Any, offset: int, fip: Any) -> int:
+        name = None if path is None else path.decode(self.encoding, self.errors)
+        fh = fip.contents if self.raw_fi else fip.contents.fh
+        return self.operations.write_buf(name, buf, offset, fh)

@@ -1,5 +1,6 @@
 """Read replies for libfuse's `read_buf`: the bytes of a read, handed over as a pipe
-full of page references instead of copied in Python.
+full of page references instead of copied in Python; and for `write_buf`, the bytes of
+a write moved from libfuse's buffer into the spool by libfuse itself.
 
 A read-ahead block is a memory file the CRT wrote (engine.types.Body). Returning its
 bytes from `read` made mfusepy copy them into a buffer libfuse allocates for every read
@@ -17,6 +18,13 @@ at /proc/sys/fs/pipe-max-size (1 MiB) for a process without CAP_SYS_RESOURCE, wh
 containers drop even for root, so reads are then asked for in 1 MiB less 4 pages
 (`read_size`). Where no pipe holds that either, replies are plain memory buffers, as
 libfuse's own `read` path makes them.
+
+Writes: libfuse reads a request from /dev/fuse by splicing it into a pipe when the pipe
+holds a whole request (max_write and a page of header: so max_write is read_size too),
+else into memory. `copy_into` has libfuse's fuse_buf_copy take it from there to the
+spool file (a splice from the pipe, or a pwrite from memory); with `write` instead,
+libfuse copied the pipe into memory, mfusepy that into a bytes object, and the pwrite
+into the page cache was the third copy, each under the GIL.
 """
 
 from __future__ import annotations
@@ -38,6 +46,7 @@ log = logging.getLogger("run_s3fs.fs")
 
 MIB = 1024 * 1024
 FUSE_BUF_IS_FD = 1 << 1
+FUSE_BUF_FD_SEEK = 1 << 2
 FUSE_CAP_SPLICE_WRITE = 1 << 7
 F_SETPIPE_SZ = 1031
 PAGE = mmap.PAGESIZE
@@ -48,6 +57,11 @@ _libc = ctypes.CDLL(None, use_errno=True)
 _libc.malloc.restype = ctypes.c_void_p
 _libc.malloc.argtypes = [ctypes.c_size_t]
 _libc.free.argtypes = [ctypes.c_void_p]
+_fuse = mfusepy._libfuse
+_fuse.fuse_buf_size.restype = ctypes.c_size_t
+_fuse.fuse_buf_size.argtypes = [ctypes.c_void_p]
+_fuse.fuse_buf_copy.restype = ctypes.c_ssize_t
+_fuse.fuse_buf_copy.argtypes = [ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int]
 
 
 class _Bufvec(ctypes.Structure):
@@ -228,3 +242,22 @@ def _in_memory(pieces: list[Piece], total: int) -> int:
         _libc.free(address)
         raise
     return address
+
+
+def size_of(bufv: object) -> int:
+    """The bytes a write's `struct fuse_bufvec *` holds."""
+    return int(_fuse.fuse_buf_size(ctypes.cast(bufv, ctypes.c_void_p)))
+
+
+def copy_into(bufv: object, fd: int, offset: int) -> int:
+    """A write's bytes into file `fd` at `offset`, by libfuse (see the module); how many
+    it took. Raises OSError with the errno libfuse gives."""
+    size = size_of(bufv)
+    dst = _Bufvec()
+    dst.count, dst.idx, dst.off = 1, 0, 0
+    dst.buf.size, dst.buf.flags = size, FUSE_BUF_IS_FD | FUSE_BUF_FD_SEEK
+    dst.buf.mem, dst.buf.fd, dst.buf.pos = None, fd, offset
+    done = _fuse.fuse_buf_copy(ctypes.addressof(dst), ctypes.cast(bufv, ctypes.c_void_p), 0)
+    if done < 0:
+        raise OSError(-done, os.strerror(-done))
+    return int(done)

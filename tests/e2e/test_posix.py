@@ -1400,6 +1400,26 @@ def test_an_unlinked_open_file_leaves_no_name_behind(fs: FS, d: Path) -> None:
     assert fs.keys(d) == [fs.key(d) + "/"]
 
 
+def test_an_unlinked_open_file_in_a_removed_directory_is_still_writable(fs: FS, d: Path) -> None:
+    """Writes reach the file with no path at all (libfuse passes none once its directory
+    is gone), as reads do, and nothing of it reaches the bucket."""
+    if fs.backend == "s3fs":
+        pytest.skip("s3fs 1.90 copies the file to a .fuse_hidden object in the bucket")
+    sub = d / "sub"
+    os.mkdir(sub)
+    f = sub / "open"
+    write(f, b"content")
+    fd = os.open(f, os.O_RDWR)
+    try:
+        os.unlink(f)
+        os.rmdir(sub)
+        assert os.pwrite(fd, b"CONTENT and more", 0) == 16
+        assert os.pread(fd, 100, 0) == b"CONTENT and more"
+    finally:
+        os.close(fd)
+    assert fs.keys(d) == [fs.key(d) + "/"]
+
+
 def test_rename_over_an_open_file(fs: FS, d: Path) -> None:
     """The replaced file lives on for its open descriptor (nlink 0); the name shows
     the new content, and nothing else is left in the directory or the bucket."""

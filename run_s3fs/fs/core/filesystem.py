@@ -523,9 +523,14 @@ class Filesystem:
             return f.read(offset, size)
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
+        return self.write_from(fh, offset, lambda fd, at: os.pwrite(fd, data, at))
+
+    def write_from(self, fh: int, offset: int, put: Callable[[int, int], int]) -> int:
+        """A write whose bytes `put(fd, offset)` writes into the file's spool (the FUSE
+        adapter's: libfuse moves them there itself); returns how many."""
         self._check_writable()
         f = self.files.handle(fh)
-        n = f.write(data, offset)
+        n = f.write_from(offset, put)
         self.ns.forget(f.path)
         return n
 

@@ -175,15 +175,20 @@ class OpenFile:
         self.attr = replace(self.attr, mtime_ns=now, ctime_ns=now)
 
     def write(self, data: bytes, offset: int) -> int:
+        return self.write_from(offset, lambda fd, at: os.pwrite(fd, data, at))
+
+    def write_from(self, offset: int, put: Callable[[int, int], int]) -> int:
+        """A write whose bytes `put(spool fd, offset)` writes (returning how many)."""
         with self.lock:
             spool = self.load()
             if self.stream is not None and offset < self.stream.sent:
                 self._abandon("a write into a part already sent")
-            os.pwrite(spool.fileno(), data, offset)
-            self.attr = replace(self.attr, size=max(self.attr.size, offset + len(data)))
-            self._touch()
-            self._stream(spool)
-            return len(data)
+            done = put(spool.fileno(), offset)
+            if done > 0:
+                self.attr = replace(self.attr, size=max(self.attr.size, offset + done))
+                self._touch()
+                self._stream(spool)
+            return done
 
     def truncate(self, length: int) -> None:
         with self.lock:
