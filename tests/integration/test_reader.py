@@ -102,6 +102,21 @@ def test_random_reads_fetch_only_what_is_asked(rig):
     assert budget.used == 0
 
 
+def test_a_random_read_cut_short_by_max_read_fetches_its_tail_with_it(rig):
+    """Where pipes hold 1 MiB, a 1 MiB read arrives as 1 MiB less 4 pages, then the
+    rest: the rest must be among the blocks fetched for the first part, not in the
+    larger block fetched after them (it would wait for all of that block)."""
+    engine, _proxy, etag = rig
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB))
+    short = MIB - 16 * 1024
+    off = 9 * MIB
+    assert reader.read(off, short) == DATA[off : off + short]
+    needed = [b for b in reader._blocks if b.start < off + MIB]
+    assert needed[-1].end == off + MIB  # the tail came with the read
+    assert reader.read(off + short, 16 * 1024) == DATA[off + short : off + MIB]
+    reader.close()
+
+
 def test_a_read_split_by_the_kernel_is_not_a_stream(rig):
     engine, proxy, etag = rig
     reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB))

@@ -51,6 +51,11 @@ FIRST_WINDOW = 2 * MIB
 # After a read that starts a run, the kernel reads this much past it by itself
 # (read_ahead_kb 1 MiB: two more 1 MiB requests once the first is answered).
 KERNEL_AHEAD = 1 * MIB
+# Where pipes hold no more than 1 MiB, reads are at most 1 MiB less 4 pages
+# (fusebuf.read_size): a 1 MiB read arrives as that and its last 16 KiB, a moment later.
+# A read that starts a run fetches up to the next MiB boundary when it is this close,
+# so that its tail is not left to wait for the larger block fetched after it.
+TAIL = 64 * 1024
 
 
 class Budget:
@@ -221,6 +226,10 @@ class Reader:
 
     def _extend(self, offset: int, end: int, split: bool) -> None:
         """Request blocks up to `end` (needed now) and then up to the window ahead."""
+        if split:
+            boundary = -(-end // MIB) * MIB
+            if boundary - end <= TAIL:
+                end = min(self.size, boundary)
         upto = end
         if split and self._follow and self.engine.costly_requests():
             # Where each request costs the server much, the kernel's read-ahead of a
