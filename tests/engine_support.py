@@ -1,11 +1,17 @@
-"""An S3 engine for tests that talk to the local server without a mount."""
+"""An S3 engine, and the core over one, for tests that talk to the local server without
+a mount."""
 
 from __future__ import annotations
 
+import stat
+
 from conftest import ACCESS_KEY, SECRET_KEY
 
+from run_s3fs.fs.core.filesystem import Filesystem, FsSettings
+from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
 from run_s3fs.fs.credentials import Credentials
 from run_s3fs.fs.engine import Engine, EngineSettings, open_engine
+from run_s3fs.fs.layout import Attr
 
 MIB = 1024 * 1024
 
@@ -26,3 +32,23 @@ def make_engine(url: str, bucket: str, **overrides) -> Engine:
     )
     settings.update(overrides)
     return open_engine(EngineSettings(**settings), Credentials(ACCESS_KEY, SECRET_KEY))
+
+
+def make_core(url: str, bucket: str, spool: str, prefix: str = "", **engine) -> Filesystem:
+    """The core (what the FUSE adapter calls) on its own engine: one retry, two parts
+    in flight, unless `engine` says otherwise."""
+    fs_engine = make_engine(url, bucket, **{"retries": 1, "parallel_count": 2, **engine})
+    ns = Namespace(
+        fs_engine,
+        NamespaceSettings(
+            prefix=prefix,
+            uid=0,
+            gid=0,
+            stat_ttl=60,
+            negative_ttl=2,
+            max_entries=1000,
+            max_in_flight=4,
+        ),
+    )
+    root = Attr(stat.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0)
+    return Filesystem(fs_engine, ns, FsSettings(spool_dir=spool, root_attr=root))

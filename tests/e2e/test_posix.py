@@ -1375,18 +1375,22 @@ def test_fstat_of_an_unlinked_open_file(fs: FS, d: Path) -> None:
     assert not fs.exists(f)
 
 
+def _open_in_a_subdirectory(fs: FS, d: Path, flags: int) -> int:
+    """A descriptor of sub/open (holding b"content"), for the unlinked-open-file tests."""
+    if fs.backend == "s3fs":
+        pytest.skip("s3fs 1.90 copies the file to a .fuse_hidden object in the bucket")
+    os.mkdir(d / "sub")
+    write(d / "sub" / "open", b"content")
+    return os.open(d / "sub" / "open", flags)
+
+
 def test_an_unlinked_open_file_leaves_no_name_behind(fs: FS, d: Path) -> None:
     """libfuse renames an unlinked open file to a .fuse_hidden name until its last
     close; that name is neither listed nor stored in the bucket, and the directory can
     go while the file is still open, as on a local filesystem (its descriptors still
     read; fstat then answers ESTALE: libfuse has no path for it any more)."""
-    if fs.backend == "s3fs":
-        pytest.skip("s3fs 1.90 copies the file to a .fuse_hidden object in the bucket")
-    sub = d / "sub"
-    os.mkdir(sub)
-    f = sub / "open"
-    write(f, b"content")
-    fd = os.open(f, os.O_RDONLY)
+    fd = _open_in_a_subdirectory(fs, d, os.O_RDONLY)
+    sub, f = d / "sub", d / "sub" / "open"
     try:
         os.unlink(f)
         assert os.listdir(sub) == []
@@ -1403,16 +1407,10 @@ def test_an_unlinked_open_file_leaves_no_name_behind(fs: FS, d: Path) -> None:
 def test_an_unlinked_open_file_in_a_removed_directory_is_still_writable(fs: FS, d: Path) -> None:
     """Writes reach the file with no path at all (libfuse passes none once its directory
     is gone), as reads do, and nothing of it reaches the bucket."""
-    if fs.backend == "s3fs":
-        pytest.skip("s3fs 1.90 copies the file to a .fuse_hidden object in the bucket")
-    sub = d / "sub"
-    os.mkdir(sub)
-    f = sub / "open"
-    write(f, b"content")
-    fd = os.open(f, os.O_RDWR)
+    fd = _open_in_a_subdirectory(fs, d, os.O_RDWR)
     try:
-        os.unlink(f)
-        os.rmdir(sub)
+        os.unlink(d / "sub" / "open")
+        os.rmdir(d / "sub")
         assert os.pwrite(fd, b"CONTENT and more", 0) == 16
         assert os.pread(fd, 100, 0) == b"CONTENT and more"
     finally:

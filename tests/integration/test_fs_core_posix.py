@@ -10,31 +10,11 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from engine_support import make_engine
+from engine_support import make_core
 
-from run_s3fs.fs.core.filesystem import Filesystem, FsSettings
-from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
-from run_s3fs.fs.layout import Attr
+from run_s3fs.fs.core.filesystem import Filesystem
 
 MIB = 1024 * 1024
-
-
-def make_core(url: str, bucket: str, spool: str, prefix: str = "") -> Filesystem:
-    engine = make_engine(url, bucket, retries=1, parallel_count=2)
-    ns = Namespace(
-        engine,
-        NamespaceSettings(
-            prefix=prefix,
-            uid=0,
-            gid=0,
-            stat_ttl=60,
-            negative_ttl=2,
-            max_entries=1000,
-            max_in_flight=4,
-        ),
-    )
-    root = Attr(stat.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0)
-    return Filesystem(engine, ns, FsSettings(spool_dir=spool, root_attr=root))
 
 
 @pytest.fixture

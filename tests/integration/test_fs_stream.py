@@ -10,33 +10,13 @@ import stat
 import time
 
 import pytest
-from engine_support import make_engine
+from engine_support import make_core
 from faultproxy import FaultProxy, FaultRates
 
-from run_s3fs.fs.core.filesystem import Filesystem, FsSettings
-from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
-from run_s3fs.fs.layout import Attr
+from run_s3fs.fs.core.filesystem import Filesystem
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # make_engine's parts; streaming starts at its 8 MiB threshold
-
-
-def make_core(url: str, bucket: str, spool: str, **engine) -> Filesystem:
-    engine_ = make_engine(url, bucket, **{"parallel_count": 2, **engine})
-    ns = Namespace(
-        engine_,
-        NamespaceSettings(
-            prefix="",
-            uid=0,
-            gid=0,
-            stat_ttl=60,
-            negative_ttl=2,
-            max_entries=1000,
-            max_in_flight=4,
-        ),
-    )
-    root = Attr(stat.S_IFDIR | 0o755, 0, 0, 0, 0, 0, 0)
-    return Filesystem(engine_, ns, FsSettings(spool_dir=spool, root_attr=root))
 
 
 @pytest.fixture
