@@ -187,7 +187,7 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
     from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
     from run_s3fs.fs.engine import open_engine
     from run_s3fs.fs.fuse_adapter import Fuse, FuseAdapter, XattrAdapter
-    from run_s3fs.fs.fusebuf import read_size
+    from run_s3fs.fs.fusebuf import read_ahead, read_size
     from run_s3fs.fs.layout import Overrides
     from run_s3fs.fs.readahead import raise_readahead
     from run_s3fs.fs.shutdown import GracefulStop
@@ -220,12 +220,15 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
         ),
     )
     max_read = read_size()
-    adapter = (XattrAdapter if opts.use_xattr else FuseAdapter)(core, max_read=max_read)
+    ahead = read_ahead(max_read)
+    adapter = (XattrAdapter if opts.use_xattr else FuseAdapter)(
+        core, max_read=max_read, read_ahead=ahead
+    )
     stop = GracefulStop(core.busy, opts.shutdown_grace)
 
     def started(fuse_ptr: int | None) -> None:
         stop.session_started(fuse_ptr)
-        raise_readahead(opts.mountpoint, max_read // 1024)
+        raise_readahead(opts.mountpoint, ahead // 1024)
 
     def ending() -> None:
         # The session is over; nothing may interrupt the last uploads now.

@@ -64,11 +64,16 @@ class FuseAdapter(mfusepy.Operations):
     use_ns = True  # times in integer nanoseconds
 
     def __init__(
-        self, core: Filesystem, kernel_timeout: float = 1.0, max_read: int = 1024 * 1024
+        self,
+        core: Filesystem,
+        kernel_timeout: float = 1.0,
+        max_read: int = 1024 * 1024,
+        read_ahead: int = 1024 * 1024,
     ) -> None:
         self.core = core
         self.kernel_timeout = kernel_timeout
         self.max_read = max_read  # fusebuf.read_size(), also the mount's max_read
+        self.read_ahead = read_ahead  # fusebuf.read_ahead(max_read)
         self.replies = Replies()
         self.on_init: Callable[[int], None] | None = None  # given libfuse's `struct fuse *`
         self.on_destroy: Callable[[], None] | None = None
@@ -90,7 +95,7 @@ class FuseAdapter(mfusepy.Operations):
         if conn is not None:
             conn.max_write = self.max_read  # so a write request fits a pipe (fusebuf)
             conn.max_read = self.max_read
-            conn.max_readahead = max(conn.max_readahead, self.max_read)
+            conn.max_readahead = max(conn.max_readahead, self.read_ahead)
             self.replies.start(conn, self.max_read)
         if self.on_init is not None:
             self.on_init(mfusepy._libfuse.fuse_get_context().contents.fuse)

@@ -3,7 +3,8 @@
 A FUSE mount's read-ahead is capped at the kernel's default (128 KiB) whatever the file
 system asks for at init, so a sequential reader's data arrives in 128 KiB requests: 8
 round trips through the kernel, libfuse and Python per MiB. Raised to our max_read
-(1 MiB, or 4 pages less: fusebuf.read_size), a 256 MiB read costs 256 requests instead
+(1 MiB, or twice the 1 MiB less 4 pages that reads are where pipes hold 1 MiB:
+fusebuf.read_ahead), a 256 MiB read costs 256 requests instead
 of 2,048 and ~45 % less of the backend's CPU. The setting lives in sysfs
 (`/sys/class/bdi/MAJOR:MINOR/read_ahead_kb`), belongs to this mount only and disappears
 with it; it needs root and a writable /sys, and is skipped quietly otherwise.

@@ -45,7 +45,8 @@ KEEP_BEHIND = 4 * MIB
 # Read-ahead starts once a reader has gone this far in sequence: a random read of one
 # MiB arrives as several kernel requests in sequence, and must not fetch ahead.
 STREAK = 4 * MIB
-# The kernel reads ahead of a reader by itself (read_ahead_kb, 1 MiB here): a random
+# The kernel reads ahead of a reader by itself (read_ahead_kb: 1 MiB, or two reads where
+# reads are cut short, fusebuf.read_ahead): a random
 # 1 MiB read reaches us as up to 3 MiB in sequence. STREAK is past that.
 FIRST_WINDOW = 2 * MIB
 # After a read that starts a run, the kernel reads this much past it by itself
