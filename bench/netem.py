@@ -198,12 +198,15 @@ class Proxy:
 
     def log_request(self, data: bytes) -> None:
         """One line per request, moto's shape (`"GET /bkt/key HTTP/1.1"`), with the
-        Range asked for: counts for servers that log none (rclone serve s3)."""
+        Range asked for and the wall-clock time it arrived: counts for servers that log
+        none (rclone serve s3), and timelines for by-hand analysis."""
         line = data[: data.find(b"\r\n")] if b"\r\n" in data[:4096] else data[:200]
         wanted = RANGE.search(data, 0, 8192)
         extra = f" range={wanted[1].decode(errors='replace')}" if wanted else ""
         assert self.request_log is not None
-        self.request_log.write(f'netem "{line.decode(errors="replace")}"{extra}\n')
+        self.request_log.write(
+            f'netem "{line.decode(errors="replace")}"{extra} at={time.time():.3f}\n'
+        )
 
     def wake(self, when: float, pipe: Pipe) -> None:
         if not pipe.waiting:

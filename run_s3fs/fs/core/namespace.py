@@ -2,9 +2,11 @@
 keep those caches right. Knows nothing of open files (filesystem.py lays those over it).
 
 Where an answer comes from, cheapest first: the stat cache (`stat_cache_expire`; "no
-such path" kept `negative_ttl`); a recent listing of the parent that lacks the name;
-the attributes fetched ahead for a listed entry (prefetch.py); S3: a HEAD of the key,
-then one one-key LIST that tells a directory marker from an implicit directory.
+such path" kept `negative_ttl`); a recent listing of the parent that lacks the name
+(kept as long); the attributes fetched ahead for a listed entry (prefetch.py); S3: a
+HEAD of the key, then a LIST of `key/`'s first page, which tells a directory marker
+from an implicit directory (and, with no name in the parent's last listing, both at
+once).
 Other mounts' changes are seen when entries expire; readdir always lists anew.
 
 Two things only this mount knows are kept beside the caches: when it last added or
@@ -68,8 +70,10 @@ class Namespace:
         self.settings = settings
         self.prefix = settings.prefix
         self.stats: Bounded[str, Attr | object] = Bounded(settings.max_entries, settings.stat_ttl)
-        # Listings answer "no such name" for lookups; kept as briefly as negative stat
-        # entries, so names other mounts create appear as soon. readdir always lists anew.
+        # Listings (a readdir's, or the first page of a directory's lookup when it held
+        # the whole directory) answer "no such name" for lookups; kept as briefly as
+        # negative stat entries, so names other mounts create appear as soon. readdir
+        # always lists anew.
         self.listings: Bounded[str, dict[str, DirEntry]] = Bounded(
             MAX_LISTED_DIRS, settings.negative_ttl
         )
@@ -222,11 +226,20 @@ class Namespace:
             if info is not None:
                 attr = self._as_dir(info)
         if attr is not None and page.next_token is None:
-            keys = [*(f.key for f in page.files), *page.prefixes]
-            names = (layout.child_name(k, dkey) for k in keys)
-            self.hints.put(
-                path, frozenset(n.removesuffix(layout.COMPAT_DIR_SUFFIX) for n in names if n)
-            )
+            # As fresh as a readdir's listing, so it answers "no such name" as long: a
+            # new file's lookup, right after its directory's, needs no request.
+            entries: dict[str, DirEntry] = {}
+            for item in page.files:
+                name = layout.child_name(item.key, dkey)
+                if name is not None:
+                    base = name.removesuffix(layout.COMPAT_DIR_SUFFIX)
+                    entries[base] = DirEntry(base, base != name, empty=item.size == 0)
+            for common in page.prefixes:
+                name = layout.child_name(common, dkey)
+                if name is not None:
+                    entries.setdefault(name, DirEntry(name, True))
+            self.listings.put(path, entries)
+            self.hints.put(path, frozenset(entries))
         return attr
 
     def _fetch_listed(self, key: str, is_prefix: bool) -> Future[Attr | None]:
