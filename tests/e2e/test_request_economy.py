@@ -307,6 +307,37 @@ def test_a_new_name_in_a_small_directory_is_looked_up_in_one_round_trip(env, s3_
     assert sorted(os.listdir(mnt / "small")) == ["new", "old", "sub"]
 
 
+def test_a_subdirectory_its_parent_listed_is_looked_up_in_one_round_trip(env, s3_server):
+    mnt, proxy = env
+    client, bucket = perf_bucket(s3_server)
+    for key in ("deep/", "deep/a/"):  # as s3fs makes them: markers with its headers
+        client.put_object(
+            Bucket=bucket,
+            Key=key,
+            Body=b"",
+            ContentType="application/x-directory",
+            Metadata=DIR_META,
+        )
+    client.put_object(Bucket=bucket, Key="deep/a/f", Body=b"x", Metadata=FILE_META)
+    os.stat(mnt / "deep")  # its lookup lists it: `a` is a directory there
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.2))  # every request takes a while
+    proxy.stats.peak_in_flight = 0
+    try:
+        _count, st = requests_for(proxy, lambda: os.stat(mnt / "deep" / "a"))
+        peak = proxy.stats.peak_in_flight
+        asked_a = sorted(r.split(" ")[0] for r in proxy.seen)
+        _count, _ = requests_for(proxy, lambda: os.stat(mnt / "deep" / "a" / "f"))
+        asked_f = [r.split(" ")[0] for r in proxy.seen]
+    finally:
+        proxy.set_rates(FaultRates())
+    assert st.st_mode == int(DIR_META["mode"])  # the marker's attributes
+    # Is it an object? its marker? keys below it? The same three questions as one after
+    # the other, asked together.
+    assert asked_a == ["GET", "HEAD", "HEAD"], asked_a
+    assert peak >= 3
+    assert asked_f == ["HEAD"]  # the file its listing showed: one HEAD, no listing
+
+
 def test_a_large_directory_is_not_listed_whole_by_a_lookup(env, s3_server):
     mnt, proxy = env
     client, bucket = perf_bucket(s3_server)

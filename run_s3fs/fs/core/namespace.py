@@ -5,8 +5,8 @@ Where an answer comes from, cheapest first: the stat cache (`stat_cache_expire`;
 such path" kept `negative_ttl`); a recent listing of the parent that lacks the name
 (kept as long); the attributes fetched ahead for a listed entry (prefetch.py); S3: a
 HEAD of the key, then a LIST of `key/`'s first page, which tells a directory marker
-from an implicit directory (and, with no name in the parent's last listing, both at
-once).
+from an implicit directory (asked together, with the marker's HEAD, where the parent's
+last listing had no such name, or had it as a directory).
 Other mounts' changes are seen when entries expire; readdir always lists anew.
 
 Two things only this mount knows are kept beside the caches: when it last added or
@@ -77,12 +77,15 @@ class Namespace:
         self.listings: Bounded[str, dict[str, DirEntry]] = Bounded(
             MAX_LISTED_DIRS, settings.negative_ttl
         )
-        # The names a directory's lookup saw in it (when its first page held them all),
-        # patched by our own changes: a guess, never an answer (another client may have
-        # made a name since). A name not among them is probably free, so its lookup asks
-        # S3 both of its questions at once (is it an object? a directory?) instead of
-        # one after the other: the same requests, one round trip.
-        self.hints: Bounded[str, frozenset[str]] = Bounded(MAX_LISTED_DIRS, settings.stat_ttl)
+        # The names a listing of a directory saw in it (a readdir's, or its lookup's
+        # when the first page held them all), each True where no object had that name,
+        # only keys below it (a directory); patched by our own changes. A guess, never
+        # an answer (another client may have changed a name since): it only says which
+        # questions a lookup asks together. A name not among them is probably free, and
+        # one seen as a directory probably still is one: S3 is asked all that decides
+        # (an object? a marker? keys below?) at once, not one question after the
+        # other: the same requests, one round trip. A file's lookup stays one HEAD.
+        self.hints: Bounded[str, dict[str, bool]] = Bounded(MAX_LISTED_DIRS, settings.stat_ttl)
         # key → (ETag, Last-Modified second, Attr). An object's headers change only with
         # its ETag (content) or its Last-Modified (a metadata-replacing copy bumps it),
         # so a listing entry carrying the same pair proves the cached attributes still
@@ -192,11 +195,16 @@ class Namespace:
         directory, or nothing. 1–3 requests; the answer goes into the stat cache."""
         parent, name = posixpath.split(path)
         hint = self.hints.get(parent)
-        if hint is not None and name not in hint:  # probably nothing: ask both at once
+        if hint is not None and hint.get(name, True):  # probably nothing, or a directory
             head = self.engine.head_async(self.key(path))
             page = self.engine.list_page_async(self.dkey(path), max_keys=LOOKUP_PAGE)
+            marker = self.engine.head_async(self.dkey(path)) if name in hint else None
             info = head.result()
-            attr = self.decode(info) if info is not None else self._dir_from(path, page.result())
+            attr = (
+                self.decode(info)
+                if info is not None
+                else self._dir_from(path, page.result(), marker)
+            )
         else:
             info = self.engine.head(self.key(path))
             if info is not None:
@@ -208,17 +216,20 @@ class Namespace:
         self.store(path, attr)
         return attr
 
-    def _dir_from(self, path: str, page: Page) -> Attr | None:
-        """What `path` is, given the first page of a listing of `path/`; a page that
-        holds the whole directory becomes its hint."""
+    def _dir_from(
+        self, path: str, page: Page, marker: Future[ObjectInfo | None] | None = None
+    ) -> Attr | None:
+        """What `path` is, given the first page of a listing of `path/` (and the HEAD of
+        its marker, if one was sent with it); a page that holds the whole directory
+        becomes its hint."""
         dkey = self.dkey(path)
         attr: Attr | None = None
         # The marker `dir/` sorts before every other key under `dir/`: one listing says
         # both whether a marker exists and whether the directory is implicit.
         if page.files and page.files[0].key == dkey:
-            marker = self.engine.head(dkey)
-            if marker is not None:
-                attr = self._as_dir(marker)
+            info = marker.result() if marker is not None else self.engine.head(dkey)
+            if info is not None:
+                attr = self._as_dir(info)
         if attr is None and (page.files or page.prefixes):
             attr = self.implicit_dir()
         if attr is None and self.settings.compat_dir:
@@ -228,18 +239,21 @@ class Namespace:
         if attr is not None and page.next_token is None:
             # As fresh as a readdir's listing, so it answers "no such name" as long: a
             # new file's lookup, right after its directory's, needs no request.
-            entries: dict[str, DirEntry] = {}
+            hint: dict[str, bool] = {}
             for item in page.files:
                 name = layout.child_name(item.key, dkey)
                 if name is not None:
                     base = name.removesuffix(layout.COMPAT_DIR_SUFFIX)
-                    entries[base] = DirEntry(base, base != name, empty=item.size == 0)
+                    if base == name:
+                        hint[name] = False
+                    else:
+                        hint.setdefault(base, True)
             for common in page.prefixes:
                 name = layout.child_name(common, dkey)
                 if name is not None:
-                    entries.setdefault(name, DirEntry(name, True))
-            self.listings.put(path, entries)
-            self.hints.put(path, frozenset(entries))
+                    hint.setdefault(name, True)
+            self.listings.put(path, {n: DirEntry(n, d) for n, d in hint.items()})
+            self.hints.put(path, hint)
         return attr
 
     def _fetch_listed(self, key: str, is_prefix: bool) -> Future[Attr | None]:
@@ -275,6 +289,7 @@ class Namespace:
         if listing is None:
             listing = self.engine.list_dir(prefix)
         entries: dict[str, DirEntry] = {}
+        hint: dict[str, bool] = {}  # name → no object of that name (see `hints`)
         todo: dict[str, tuple[str, bool]] = {}  # name → (key, from a common prefix)
         for item in listing.files:
             name = layout.child_name(item.key, prefix)
@@ -285,7 +300,9 @@ class Namespace:
                     base = name[: -len(layout.COMPAT_DIR_SUFFIX)]
                     if base:
                         entries.setdefault(base, DirEntry(base, True))
+                        hint.setdefault(base, True)
                 continue
+            hint[name] = False
             child = posixpath.join(path, name)
             known = self.objects.get(item.key, touch=True)
             if known and item.etag and known[:2] == (item.etag, seconds(item.last_modified)):
@@ -302,6 +319,7 @@ class Namespace:
             if name is None or name in entries:
                 continue  # both `x` and `x/…` exist: the object wins, as in s3fs
             entries[name] = DirEntry(name, True)
+            hint[name] = True
             if self._unknown(posixpath.join(path, name)):
                 todo[name] = (common, True)
         self.attrs_ahead.listed(path, todo)
@@ -309,7 +327,7 @@ class Namespace:
         self.subdirs.put(path, len(subdirs))
         self.listings_ahead.listed(path, subdirs)
         self.listings.put(path, entries)
-        self.hints.put(path, frozenset(entries))
+        self.hints.put(path, hint)
         return entries
 
     def _unknown(self, path: str) -> bool:
@@ -361,7 +379,14 @@ class Namespace:
                 return patched
 
             self.listings.update(parent, patch)
-            self.hints.update(parent, lambda names: names | {name} if exists else names - {name})
+            self.hints.update(
+                parent,
+                lambda hint: (
+                    {**hint, name: is_dir}
+                    if exists
+                    else {n: d for n, d in hint.items() if n != name}
+                ),
+            )
         self.objects.pop(self.key(path))
         self.objects.pop(self.dkey(path))
 
@@ -439,4 +464,4 @@ class Namespace:
         """mkdir here, after a lookup found nothing under the name: it is empty (as far
         as anyone knows now: a hint, see `hints`)."""
         self.subdirs.put(path, 0)
-        self.hints.put(path, frozenset())
+        self.hints.put(path, {})
