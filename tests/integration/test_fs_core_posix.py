@@ -350,3 +350,16 @@ def test_stat_of_a_file_open_here_unchanged_shows_a_replacement(core, s3, bucket
     assert core.getattr("/s").size == 20
     assert core.getattr(None, fh).size == 10  # fstat: the handle's own version
     core.release(fh)
+
+
+def test_another_mounts_new_file_shows_at_its_first_lookup_here(core, fresh, s3, bucket):
+    """Close-to-open across mounts: a directory's lookup here lists it, but that listing
+    is no answer for a name made elsewhere afterwards, which has never been asked here."""
+    s3.put_object(Bucket=bucket, Key="shared/old", Body=b"o")
+    assert core.lookup("/shared").is_dir  # its first page: the whole directory
+    other = fresh()
+    fh = other.create("/shared/new", 0o644, os.O_WRONLY, 0, 0)
+    other.write(fh, b"made by the other mount", 0)
+    other.flush(fh)
+    other.release(fh)
+    assert core.lookup("/shared/new").size == len(b"made by the other mount")

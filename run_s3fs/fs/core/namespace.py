@@ -2,7 +2,7 @@
 keep those caches right. Knows nothing of open files (filesystem.py lays those over it).
 
 Where an answer comes from, cheapest first: the stat cache (`stat_cache_expire`; "no
-such path" kept `negative_ttl`); a recent listing of the parent that lacks the name
+such path" kept `negative_ttl`); a recent readdir of the parent that lacks the name
 (kept as long); the attributes fetched ahead for a listed entry (prefetch.py); S3: a
 HEAD of the key, then a LIST of `key/`'s first page, which tells a directory marker
 from an implicit directory (asked together, with the marker's HEAD, where the parent's
@@ -70,8 +70,7 @@ class Namespace:
         self.settings = settings
         self.prefix = settings.prefix
         self.stats: Bounded[str, Attr | object] = Bounded(settings.max_entries, settings.stat_ttl)
-        # Listings (a readdir's, or the first page of a directory's lookup when it held
-        # the whole directory) answer "no such name" for lookups; kept as briefly as
+        # A readdir's listings answer "no such name" for lookups; kept as briefly as
         # negative stat entries, so names other mounts create appear as soon. readdir
         # always lists anew.
         self.listings: Bounded[str, dict[str, DirEntry]] = Bounded(
@@ -237,8 +236,8 @@ class Namespace:
             if info is not None:
                 attr = self._as_dir(info)
         if attr is not None and page.next_token is None:
-            # As fresh as a readdir's listing, so it answers "no such name" as long: a
-            # new file's lookup, right after its directory's, needs no request.
+            # Not an answer for "no such name", as a readdir's listing is for 2 s: another
+            # mount's new file, never looked up here, must show at its first lookup.
             hint: dict[str, bool] = {}
             for item in page.files:
                 name = layout.child_name(item.key, dkey)
@@ -252,7 +251,6 @@ class Namespace:
                 name = layout.child_name(common, dkey)
                 if name is not None:
                     hint.setdefault(name, True)
-            self.listings.put(path, {n: DirEntry(n, d) for n, d in hint.items()})
             self.hints.put(path, hint)
         return attr
 
