@@ -332,3 +332,28 @@ def test_a_large_directory_is_not_listed_whole_by_a_lookup(env, s3_server):
     assert any("prefix=large%2F" in r and "max-keys=200" in r for r in proxy.seen)
     asked = sorted(r.split(" ")[0] for r in proxy.seen if "new" in r)
     assert asked == ["GET", "HEAD", "PUT"], list(proxy.seen)
+
+
+def test_new_names_one_after_the_other_in_a_large_directory_take_one_round_trip(env, s3_server):
+    mnt, proxy = env
+    client, bucket = perf_bucket(s3_server)
+    with ThreadPoolExecutor(16) as pool:
+        list(
+            pool.map(
+                lambda i: client.put_object(Bucket=bucket, Key=f"uploads/f{i:03d}", Body=b""),
+                range(201),
+            )
+        )
+    for name in ("n1", "n2"):  # too large for a hint: these two are asked one after the other
+        (mnt / "uploads" / name).write_bytes(b"1")
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.2))
+    proxy.stats.peak_in_flight = 0
+    try:
+        requests_for(proxy, lambda: (mnt / "uploads" / "n3").write_bytes(b"3"))
+    finally:
+        proxy.set_rates(FaultRates())
+    asked = sorted(r.split(" ")[0] for r in proxy.seen if "n3" in r)
+    assert asked == ["GET", "HEAD", "PUT"], list(proxy.seen)  # no more requests than before
+    assert proxy.stats.peak_in_flight >= 2  # the HEAD and the listing went together
+    assert (mnt / "uploads" / "f007").stat().st_size == 0  # files there are found as before
+    assert (mnt / "uploads" / "n3").read_bytes() == b"3"

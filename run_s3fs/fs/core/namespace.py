@@ -38,6 +38,9 @@ MAX_LISTED_DIRS = 1000
 # known whole (`hints`), which says which names in it are likely free; a larger one only
 # costs a longer first page, once a stat_ttl.
 LOOKUP_PAGE = 200
+# Lookups in a row that found nothing in a directory with no hint, after which the next
+# asks both of its questions at once (see Namespace.misses).
+MISSES_IN_A_ROW = 2
 MAX_DIR_TIMES = 100_000  # directories whose entries changed here (~200 bytes each)
 
 
@@ -103,6 +106,11 @@ class Namespace:
         # path → number of subdirectories, from a listing (or a mkdir here), as long as
         # attributes are kept; patched by our own mkdir, rmdir and renames.
         self.subdirs: Bounded[str, int] = Bounded(settings.max_entries, settings.stat_ttl)
+        # Directory → how many lookups in a row found nothing there, where no hint says
+        # which names are free (a directory too large for one page): files being made
+        # one after the other. After MISSES_IN_A_ROW, lookups there ask both questions
+        # at once until one finds something.
+        self.misses: Bounded[str, int] = Bounded(MAX_LISTED_DIRS, settings.stat_ttl)
 
     # --- keys and attributes ----------------------------------------------------------
 
@@ -194,10 +202,12 @@ class Namespace:
         directory, or nothing. 1–3 requests; the answer goes into the stat cache."""
         parent, name = posixpath.split(path)
         hint = self.hints.get(parent)
-        if hint is not None and hint.get(name, True):  # probably nothing, or a directory
+        missing = hint is None and (self.misses.get(parent) or 0) >= MISSES_IN_A_ROW
+        if missing or (hint is not None and hint.get(name, True)):  # nothing, or a dir
             head = self.engine.head_async(self.key(path))
             page = self.engine.list_page_async(self.dkey(path), max_keys=LOOKUP_PAGE)
-            marker = self.engine.head_async(self.dkey(path)) if name in hint else None
+            is_dir = hint is not None and name in hint
+            marker = self.engine.head_async(self.dkey(path)) if is_dir else None
             info = head.result()
             attr = (
                 self.decode(info)
@@ -212,6 +222,11 @@ class Namespace:
                 attr = self._dir_from(
                     path, self.engine.list_page(self.dkey(path), max_keys=LOOKUP_PAGE)
                 )
+        if hint is None:
+            if attr is None:
+                self.misses.put(parent, (self.misses.get(parent) or 0) + 1)
+            else:
+                self.misses.pop(parent)
         self.store(path, attr)
         return attr
 
