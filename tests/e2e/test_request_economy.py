@@ -317,16 +317,21 @@ def test_a_subdirectory_its_parent_listed_is_looked_up_in_one_round_trip(env, s3
     assert asked_f == ["HEAD"]  # the file its listing showed: one HEAD, no listing
 
 
-def test_a_large_directory_is_not_listed_whole_by_a_lookup(env, s3_server):
-    mnt, proxy = env
-    client, bucket = perf_bucket(s3_server)
+def fill_large_dir(client, bucket: str, directory: str) -> None:
+    """201 empty files: more than a lookup's one page of 200 keys, so no hint."""
     with ThreadPoolExecutor(16) as pool:
         list(
             pool.map(
-                lambda i: client.put_object(Bucket=bucket, Key=f"large/f{i:03d}", Body=b""),
+                lambda i: client.put_object(Bucket=bucket, Key=f"{directory}/f{i:03d}", Body=b""),
                 range(201),
             )
         )
+
+
+def test_a_large_directory_is_not_listed_whole_by_a_lookup(env, s3_server):
+    mnt, proxy = env
+    client, bucket = perf_bucket(s3_server)
+    fill_large_dir(client, bucket, "large")
     requests_for(proxy, lambda: (mnt / "large" / "new").write_bytes(b"z"))
     # One page of 200 keys looked the directory up: it could not hold all of it.
     assert any("prefix=large%2F" in r and "max-keys=200" in r for r in proxy.seen)
@@ -337,13 +342,7 @@ def test_a_large_directory_is_not_listed_whole_by_a_lookup(env, s3_server):
 def test_new_names_one_after_the_other_in_a_large_directory_take_one_round_trip(env, s3_server):
     mnt, proxy = env
     client, bucket = perf_bucket(s3_server)
-    with ThreadPoolExecutor(16) as pool:
-        list(
-            pool.map(
-                lambda i: client.put_object(Bucket=bucket, Key=f"uploads/f{i:03d}", Body=b""),
-                range(201),
-            )
-        )
+    fill_large_dir(client, bucket, "uploads")
     for name in ("n1", "n2"):  # too large for a hint: these two are asked one after the other
         (mnt / "uploads" / name).write_bytes(b"1")
     proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.2))
