@@ -83,8 +83,10 @@ def test_a_sequential_read_is_a_few_ranged_gets_in_parallel(env):
     gets = [r for r in proxy.seen if r.startswith("GET ")]
     # The first 2 MiB with the first read, then a window from 2 MiB doubling to 64 MiB,
     # in blocks of 1 MiB up to a sixteenth of the window (at most 34 GETs, where each
-    # GET waits as on S3), several in flight at once; never a GET per kernel read (40).
-    assert 2 <= len(gets) <= 34 and count <= len(gets) + 1, "\n".join(proxy.seen)
+    # GET waits as on S3), several in flight at once; the first read in up to four
+    # pieces where the link looks slow (under the suite's load it may: 32-35 GETs seen,
+    # 6-7 idle), and the 4 KiB tail: 38 at most. Never a GET per kernel read (42).
+    assert 2 <= len(gets) <= 38 and count <= len(gets) + 1, "\n".join(proxy.seen)
     assert proxy.stats.peak_in_flight >= 2
 
 
