@@ -202,8 +202,9 @@ class Namespace:
         directory, or nothing. 1–3 requests; the answer goes into the stat cache."""
         parent, name = posixpath.split(path)
         hint = self.hints.get(parent)
-        missing = hint is None and (self.misses.get(parent) or 0) >= MISSES_IN_A_ROW
-        if missing or (hint is not None and hint.get(name, True)):  # nothing, or a dir
+        misses = (self.misses.get(parent) or 0) if hint is None else 0
+        # Probably nothing, or a directory: ask everything at once.
+        if misses >= MISSES_IN_A_ROW or (hint is not None and hint.get(name, True)):
             head = self.engine.head_async(self.key(path))
             page = self.engine.list_page_async(self.dkey(path), max_keys=LOOKUP_PAGE)
             is_dir = hint is not None and name in hint
@@ -224,7 +225,7 @@ class Namespace:
                 )
         if hint is None:
             if attr is None:
-                self.misses.put(parent, (self.misses.get(parent) or 0) + 1)
+                self.misses.put(parent, misses + 1)
             else:
                 self.misses.pop(parent)
         self.store(path, attr)
@@ -251,8 +252,8 @@ class Namespace:
             if info is not None:
                 attr = self._as_dir(info)
         if attr is not None and page.next_token is None:
-            # Not an answer for "no such name", as a readdir's listing is for 2 s: another
-            # mount's new file, never looked up here, must show at its first lookup.
+            # A hint only, not a listing that answers "no such name": a file another
+            # mount makes now must show at its first lookup here.
             hint: dict[str, bool] = {}
             for item in page.files:
                 name = layout.child_name(item.key, dkey)
