@@ -114,6 +114,7 @@ class Options:
     max_thread_count: int = 10
     multireq_max: int = 100  # HEADs in flight when a directory is looked through (s3fs: 20)
     readahead_mb: int = 128  # read-ahead memory of all open files (one file: half)
+    read_cache_mb: int = 1024  # disk (in tmpdir) for files read all over (core/regions.py)
     verify_tls: bool = True
     retries: int = 5
     connect_timeout: float = 300.0
@@ -320,6 +321,8 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
         values[name] = _int(name, need(), minimum=1)
     elif name == "readahead_mb":
         values[name] = _int(name, need(), minimum=1, maximum=64 * 1024)
+    elif name == "read_cache_mb":
+        values[name] = _int(name, need(), minimum=0)
     elif name == "no_check_certificate":
         values["verify_tls"] = False
     elif name == "retries":

@@ -12,7 +12,8 @@ import pytest
 from conftest import ACCESS_KEY, SECRET_KEY
 from faultproxy import FaultProxy, FaultRates
 
-from run_s3fs.fs.core.reader import STREAK, Budget, Reader
+from run_s3fs.fs.core.blocks import Budget, Disk
+from run_s3fs.fs.core.reader import STREAK, Reader
 from run_s3fs.fs.credentials import Credentials
 from run_s3fs.fs.engine import EngineSettings, open_engine
 
@@ -153,3 +154,46 @@ def test_a_replaced_object_fails_the_read_with_estale(rig, s3, bucket):
     with pytest.raises(OSError) as e:
         reader.read(10 * MIB, MIB)
     assert e.value.errno == errno.ESTALE
+
+
+def test_a_file_read_all_over_is_fetched_in_regions_once_the_round_trips_add_up(rig, tmp_path):
+    """Ski rental: random reads pay a round trip each until those add up to what
+    fetching the whole file takes; then a miss fetches its whole region (to disk), and
+    later reads there make no GET."""
+    engine, proxy, etag = rig
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.05))  # a network's round trip
+    disk = Disk(str(tmp_path), Budget(64 * MIB))
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), 8 * MIB, disk)
+    engine.head("obj")  # the link's round trip, as a lookup would show it
+    offsets = [b * MIB for b in (20, 2, 11, 5, 17, 8, 23, 14, 1, 19, 6, 12, 3, 21, 9)]
+    fetched, on_disk = [], []
+    for off in offsets:
+        before = gets(proxy)
+        assert reader.read(off, MIB) == DATA[off : off + MIB]
+        fetched.append(gets(proxy) - before)
+        on_disk.append(disk.budget.used)
+    # The first reads are not worth a region (each pays a round trip, against a few
+    # for the whole file); from the first region on, the file's three 8 MiB regions
+    # are fetched once each, and no other read makes a GET.
+    first = next(i for i, used in enumerate(on_disk) if used)
+    assert 1 <= first <= 8, (fetched, on_disk)
+    assert all(fetched[: first + 1]), fetched
+    assert sum(1 for n in fetched[first + 1 :] if n) <= 2, fetched
+    assert sum(proxy.ranges) <= len(DATA) + (first + 1) * MIB, sum(proxy.ranges) / MIB
+    assert disk.budget.used == 24 * MIB  # three regions (no read in the last 777 bytes)
+    assert os.listdir(tmp_path) == []  # nameless files: nothing left behind, ever
+    reader.close()
+    assert disk.budget.used == 0
+
+
+def test_regions_stay_within_the_disk_budget(rig, tmp_path):
+    engine, proxy, etag = rig
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.05))
+    disk = Disk(str(tmp_path), Budget(8 * MIB))  # one region of 8 MiB
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), 8 * MIB, disk)
+    for b in (20, 2, 11, 5, 17, 8, 23, 14, 1, 19):
+        assert reader.read(b * MIB, MIB) == DATA[b * MIB : (b + 1) * MIB]
+        assert disk.budget.used <= 8 * MIB
+    assert disk.budget.used == 8 * MIB
+    reader.close()
+    assert disk.budget.used == 0

@@ -24,10 +24,10 @@ from dataclasses import dataclass, field, replace
 from typing import NamedTuple
 
 from run_s3fs.fs import layout
+from run_s3fs.fs.core.blocks import Budget, Disk
 from run_s3fs.fs.core.caches import Bounded
 from run_s3fs.fs.core.handles import OpenFile, OpenFiles
 from run_s3fs.fs.core.namespace import DirEntry, Namespace
-from run_s3fs.fs.core.reader import Budget
 from run_s3fs.fs.core.rename import Renamer
 from run_s3fs.fs.engine import Engine, Piece, joined
 from run_s3fs.fs.layout import Attr, Overrides
@@ -55,6 +55,7 @@ class FsSettings:
     kernel_timeout: float = 1.0  # how long the kernel may keep attributes and entries
     retry_interval: float = 30.0  # background retries of failed uploads
     readahead_bytes: int = 128 * 1024 * 1024  # read blocks held by all readers at once
+    read_cache_bytes: int = 1024 * 1024 * 1024  # regions on disk of files read all over
     max_seen_etags: int = 100_000
 
 
@@ -94,6 +95,7 @@ class Filesystem:
         self.root_attr = settings.root_attr
         self.files = OpenFiles()
         self.budget = Budget(settings.readahead_bytes)
+        self.disk = Disk(settings.spool_dir, Budget(settings.read_cache_bytes))
         self.renamer = Renamer(engine, namespace, self.files, self.after_upload)
         # path → ETag when the kernel last cached its pages (for keep_cache).
         self._seen_etags: Bounded[str, str] = Bounded(settings.max_seen_etags)
@@ -408,7 +410,8 @@ class Filesystem:
     ) -> tuple[OpenFile, int]:
         def make() -> OpenFile:
             spool_dir = self.settings.spool_dir
-            return OpenFile(self.engine, self.budget, spool_dir, path, self.ns.key(path), attr, new)
+            key = self.ns.key(path)
+            return OpenFile(self.engine, self.budget, self.disk, spool_dir, path, key, attr, new)
 
         return self.files.open(path, make, replaces)
 

@@ -28,8 +28,9 @@ from typing import BinaryIO
 
 from run_s3fs.fs import layout
 from run_s3fs.fs.core import spool as spools
+from run_s3fs.fs.core.blocks import Budget, Disk
 from run_s3fs.fs.core.caches import in_tree
-from run_s3fs.fs.core.reader import Budget, Reader
+from run_s3fs.fs.core.reader import Reader
 from run_s3fs.fs.core.stream import Stream
 from run_s3fs.fs.engine import Body, Engine, Piece, S3Error
 from run_s3fs.fs.layout import Attr
@@ -47,6 +48,7 @@ class OpenFile:
         self,
         engine: Engine,
         budget: Budget,
+        disk: Disk,
         spool_dir: str,
         path: str,
         key: str,
@@ -55,6 +57,7 @@ class OpenFile:
     ) -> None:
         self.engine = engine
         self.budget = budget
+        self.disk = disk
         self.spool_dir = spool_dir
         self.path = path
         self.key = key
@@ -92,7 +95,11 @@ class OpenFile:
         if r is None or (r.key, r.etag, r.size) != (self.key, a.etag, a.size):
             if r is not None:
                 r.close()
-            r = self._reader = Reader(self.engine, self.key, a.etag, a.size, self.budget)
+            # One file's read-ahead takes at most half of the mount's.
+            window = min(64 * 1024 * 1024, self.budget.limit // 2)
+            r = self._reader = Reader(
+                self.engine, self.key, a.etag, a.size, self.budget, window, self.disk
+            )
         return r
 
     def seed(self, data: bytes) -> None:

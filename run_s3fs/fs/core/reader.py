@@ -31,8 +31,9 @@ import errno
 import threading
 from collections import deque
 from concurrent.futures import Future
-from dataclasses import dataclass
 
+from run_s3fs.fs.core.blocks import Block, Budget, Disk
+from run_s3fs.fs.core.regions import Regions
 from run_s3fs.fs.engine import Body, Engine, Piece, joined
 
 MIB = 1024 * 1024
@@ -59,40 +60,6 @@ KERNEL_AHEAD = 1 * MIB
 TAIL = 64 * 1024
 
 
-class Budget:
-    """Bytes of read blocks held by all readers of one mount."""
-
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self._used = 0
-        self._lock = threading.Lock()
-
-    def take(self, size: int, needed: bool) -> bool:
-        """Reserve `size` bytes; a block the reader needs now is always granted."""
-        with self._lock:
-            if not needed and self._used + size > self.limit:
-                return False
-            self._used += size
-            return True
-
-    def give(self, size: int) -> None:
-        with self._lock:
-            self._used -= size
-
-    @property
-    def used(self) -> int:
-        with self._lock:
-            return self._used
-
-
-@dataclass(eq=False)
-class _Block:
-    start: int
-    end: int
-    data: Future[Body]
-    used: bool = False  # a read asked for it
-
-
 class Reader:
     """One open file's reads from S3. Thread-safe; concurrent reads overlap."""
 
@@ -104,6 +71,7 @@ class Reader:
         size: int,
         budget: Budget,
         max_window: int = 64 * MIB,
+        disk: Disk | None = None,
     ) -> None:
         self.engine = engine
         self.key = key
@@ -111,7 +79,13 @@ class Reader:
         self.size = size
         self.budget = budget
         self.max_window = max(max_window, MIN_BLOCK)
-        self._blocks: deque[_Block] = deque()  # contiguous, in order
+        # A file read all over at random: whole regions kept on disk, once worth it.
+        self._regions = (
+            Regions(engine, key, etag, size, disk, self.max_window)
+            if disk is not None and disk.budget.limit > 0
+            else None
+        )
+        self._blocks: deque[Block] = deque()  # contiguous, in order
         self._window = 0  # bytes to have requested ahead of the reader
         self._last_end = -1  # where the previous read ended (-1: no read yet)
         self._streak = 0  # bytes read in sequence up to _last_end
@@ -120,7 +94,7 @@ class Reader:
         # Whether the kernel reads past this file's random reads (it does, unless the
         # reader said POSIX_FADV_RANDOM): until one such block goes unread.
         self._follow = True
-        self._followed: _Block | None = None
+        self._followed: Block | None = None
 
     # --- the reader's side ------------------------------------------------------------
 
@@ -131,7 +105,7 @@ class Reader:
                 done: Future[Body] = Future()
                 done.set_result(Body.of(data))
                 self.budget.take(len(data), needed=True)
-                self._blocks.append(_Block(0, len(data), done))
+                self._blocks.append(Block(0, len(data), done))
 
     def read(self, offset: int, size: int) -> bytes | memoryview:
         """The bytes at [offset, offset+size): a view into a block where one holds them
@@ -153,10 +127,12 @@ class Reader:
     def close(self) -> None:
         with self._lock:
             self._drop()
+            if self._regions is not None:
+                self._regions.close()
 
     # --- blocks -----------------------------------------------------------------------
 
-    def _plan(self, offset: int, end: int) -> list[_Block] | None:
+    def _plan(self, offset: int, end: int) -> list[Block] | None:
         """The blocks that hold [offset, end), requested now where missing, and the
         window ahead; None for a straggler to be fetched alone."""
         sequential = self._last_end <= offset <= self._last_end + SEQUENTIAL_SLACK or (
@@ -164,6 +140,11 @@ class Reader:
         )
         run_start = self._blocks[0].start if self._blocks else 0
         run_end = self._blocks[-1].end if self._blocks else 0
+        regions = self._regions
+        held = None if regions is None else regions.holding(offset, end)
+        if held is not None and not (self._blocks and run_start <= offset and end <= run_end):
+            self._count(offset, end, sequential)
+            return held
         if self._blocks and run_start <= offset and end <= run_end:
             pass  # held (or on its way)
         elif self._blocks and run_start <= offset <= run_end + SEQUENTIAL_SLACK and sequential:
@@ -177,10 +158,11 @@ class Reader:
                 self._follow = False  # nobody read what the last random read followed
             self._drop()
             self._window = 0
-        if sequential and self._last_end >= 0:
-            self._streak += max(end - max(self._last_end, offset), 0)
-        else:
-            self._streak, self._run_start = end - offset, offset
+            held = None if regions is None or sequential else regions.missed(offset, end)
+            if held is not None:
+                self._count(offset, end, sequential)
+                return held
+        self._count(offset, end, sequential)
         costly = self.engine.costly_requests()
         # A run from the start of the file that goes on past the kernel's own read-ahead
         # is a file being read through (cat, cp): no random 1 MiB read looks like that.
@@ -201,11 +183,18 @@ class Reader:
         blocks = [b for b in self._blocks if b.end > offset and b.start < end]
         for b in blocks:
             b.used = True
-        self._last_end = max(self._last_end, end) if sequential else end
         self._trim(offset)
         return blocks
 
-    def _gather(self, blocks: list[_Block], offset: int, end: int) -> list[Piece]:
+    def _count(self, offset: int, end: int, sequential: bool) -> None:
+        """Where this read leaves the run of reads in sequence."""
+        if sequential and self._last_end >= 0:
+            self._streak += max(end - max(self._last_end, offset), 0)
+        else:
+            self._streak, self._run_start = end - offset, offset
+        self._last_end = max(self._last_end, end) if sequential else end
+
+    def _gather(self, blocks: list[Block], offset: int, end: int) -> list[Piece]:
         parts = []
         for block in blocks:
             try:
@@ -220,10 +209,12 @@ class Reader:
             parts.append(Piece(data, start, max(min(end - block.start, len(data)), start)))
         return parts
 
-    def _forget(self, block: _Block) -> None:
+    def _forget(self, block: Block) -> None:
         with self._lock:
             if block in self._blocks:
                 self._drop()
+            if self._regions is not None:
+                self._regions.forget(block)
 
     def _extend(self, offset: int, end: int, split: bool) -> None:
         """Request blocks up to `end` (needed now) and then up to the window ahead."""
@@ -274,11 +265,11 @@ class Reader:
             assert block is not None  # what a read needs is always granted
             self._blocks.append(block)
 
-    def _fetch(self, start: int, end: int, needed: bool) -> _Block | None:
+    def _fetch(self, start: int, end: int, needed: bool) -> Block | None:
         if not self.budget.take(end - start, needed):
             return None
         data = self.engine.get_range_async(self.key, start, end - start, self.etag)
-        return _Block(start, end, data)
+        return Block(start, end, data)
 
     def _alone(self, offset: int, end: int) -> Body:
         self.budget.take(end - offset, needed=True)
@@ -295,6 +286,6 @@ class Reader:
         while self._blocks:
             self._release(self._blocks.popleft())
 
-    def _release(self, block: _Block) -> None:
+    def _release(self, block: Block) -> None:
         # An unfinished GET is left to finish on its own (its bytes are dropped then).
         self.budget.give(block.end - block.start)

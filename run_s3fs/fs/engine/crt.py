@@ -216,18 +216,31 @@ class Link:
         transfer = size / max(self.rate, 1.0)
         return max(1, min(4, size // (256 * 1024), math.ceil(transfer / max(self.ttfb / 4, 1e-4))))
 
+    def in_flight(self) -> int:
+        """How many GETs a read-ahead window keeps in flight: as many as it takes to
+        reach TARGET at one connection's rate. Where each GET waits for its first byte
+        (a network), a window of a given size goes faster as more, smaller GETs (16 of
+        4 MiB beat 8 of 8 on the S3-like link); on a local server a connection's rate is
+        the CPU's, and more GETs only add to its work."""
+        if self.busy:
+            return 2
+        most = self.MOST_IN_FLIGHT if self.ttfb >= self.NETWORK_WAIT else self.MOST_IN_FLIGHT // 2
+        return min(most, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
+
+    def fetch_seconds(self, size: int, window: int) -> float:
+        """About how long `size` bytes take in a `window`'s blocks, `in_flight` at a
+        time: each round a block's wait and transfer (on a busy server, the wait: what
+        the transfer of one size adds there is lost in the noise of its work), and never
+        faster than TARGET."""
+        part = self.part(window)
+        rounds = math.ceil(size / (part * self.in_flight()))
+        each = self.ttfb if self.busy else self.ttfb + part / max(self.rate, 1.0)
+        return max(rounds * each, size / self.TARGET)
+
     def part(self, window: int) -> int:
         """A block size for a read-ahead `window`: a power of two, at least 1 MiB."""
         want = max(4 * self.ttfb * self.rate, self.PART)
-        # As many as it takes to reach TARGET at one connection's rate. Where each GET
-        # waits for its first byte (a network), a window of a given size goes faster as
-        # more, smaller GETs (16 of 4 MiB beat 8 of 8 on the S3-like link); on a local
-        # server a connection's rate is the CPU's, and more GETs only add to its work.
-        most = self.MOST_IN_FLIGHT if self.ttfb >= self.NETWORK_WAIT else self.MOST_IN_FLIGHT // 2
-        in_flight = min(most, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
-        if self.busy:
-            in_flight = 2
-        cap = window // in_flight
+        cap = window // self.in_flight()
         part = MIB
         while part < want and part * 2 <= cap:
             part *= 2
@@ -520,6 +533,17 @@ class CrtEngine:
         """The size of a ranged GET for a read-ahead window on this link (see Link)."""
         return self.link.part(window)
 
+    def first_byte_wait(self) -> float:
+        """Seconds a request waits beyond its transfer: the least recent HEAD's time
+        (no body), else what the GETs show (Link); on a server that builds each GET's
+        answer slowly (Link.busy) the GETs' wait, which a HEAD does not show."""
+        trip = None if self._lane is None or self.link.busy else self._lane.round_trip()
+        return self.link.ttfb if trip is None else trip
+
+    def fetch_seconds(self, size: int, window: int) -> float:
+        """About how long `size` bytes take to fetch with a read-ahead `window` (see Link)."""
+        return self.link.fetch_seconds(size, window)
+
     def watch(self, exchange: _Exchange) -> int:
         """Track `exchange` (for the watchdog); returns how many others are in flight."""
         with self._active_lock:
@@ -752,17 +776,24 @@ class CrtEngine:
             ),
         )
 
-    def get_range_async(self, key: str, start: int, length: int, etag: str = "") -> Future[Body]:
+    def get_range_async(
+        self, key: str, start: int, length: int, etag: str = "", spill: str | None = None
+    ) -> Future[Body]:
         """Bytes [start, start+length) (fewer at the end of the object; none past it),
         in memory the CRT wrote them into itself. A block of read-ahead is megabytes:
         taking it chunk by chunk in Python, under the GIL, cost more CPU than the rest of
         the read path. So the body goes to a memory-backed file (memfd), which the Body
-        keeps. With `etag`, of that version only: ESTALE if it was replaced."""
+        keeps; with `spill`, a directory, to a nameless file there instead (disk, for
+        bytes kept longer). With `etag`, of that version only: ESTALE if it was
+        replaced."""
         out: Future[Body] = Future()
         if length <= 0:
             out.set_result(Body.of(b""))
             return out
-        fd = os.memfd_create("run-s3fs-read", os.MFD_CLOEXEC)
+        if spill is None:
+            fd = os.memfd_create("run-s3fs-read", os.MFD_CLOEXEC)
+        else:
+            fd = os.open(spill, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
         body = Body(fd, 0)  # closes fd once unreferenced, whatever happens below
         inner = self._ranged(
             key, start, length, etag, observe=length, recv_filepath=f"/proc/self/fd/{fd}"

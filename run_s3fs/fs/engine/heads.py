@@ -68,7 +68,7 @@ Done = Callable[[int, "dict[str, str] | None", "S3Error | None"], None]
 
 
 class _Head:
-    __slots__ = ("attempts", "done", "key", "redirected", "what")
+    __slots__ = ("attempts", "done", "key", "redirected", "sent", "what")
 
     def __init__(self, key: str, done: Done) -> None:
         self.key = key
@@ -76,6 +76,7 @@ class _Head:
         self.what = f"HEAD {key}"
         self.attempts = 0
         self.redirected = False
+        self.sent = 0.0
 
 
 class _Conn:
@@ -138,6 +139,10 @@ class HeadLane:
         self._sel = selectors.DefaultSelector()
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
         self.stats = {"sent": 0, "handed_back": 0, "connections": 0}
+        # Seconds from sending a HEAD to its answer, the last few: a HEAD has no body,
+        # so the least of them is the link's round trip (queueing only adds to it).
+        self._trips: deque[float] = deque(maxlen=32)
+        self._trips_lock = threading.Lock()
 
     # --- the callers' side ------------------------------------------------------------
 
@@ -157,6 +162,11 @@ class HeadLane:
             # A full pipe: the thread is awake anyway; a closed one: it is gone.
             with contextlib.suppress(OSError):
                 os.write(self._wake_w, b"x")
+
+    def round_trip(self) -> float | None:
+        """The least time a recent HEAD took from request to answer, if any was made."""
+        with self._trips_lock:
+            return min(self._trips) if self._trips else None
 
     def close(self) -> None:
         self._closed = True
@@ -324,7 +334,7 @@ class HeadLane:
         conn.head = head
         conn.out = self._request(endpoint, head.key, keys)
         conn.buf = b""
-        conn.since = time.monotonic()
+        conn.since = head.sent = time.monotonic()
         self._busy.add(conn)
         self.stats["sent"] += 1
         if conn.state == "idle":
@@ -443,6 +453,8 @@ class HeadLane:
         else:
             self._close(conn)
         if status in (200, 404):
+            with self._trips_lock:
+                self._trips.append(time.monotonic() - head.sent)
             head.done(status, headers, None)
         elif status in _RETRIED_STATUSES:
             self._failed(head, from_response(head.what, status, None))

@@ -1,0 +1,122 @@
+"""The regions of a file read all over at random, fetched whole and kept on disk while
+the file is open.
+
+A random read costs a round trip (on S3 some 20 ms before its first byte) however
+little it reads. A reader that goes on reading all over one file pays that again and
+again, where fetching the whole file once, with a read-ahead window's GETs in flight,
+would have cost a few round trips' worth. Neither we nor the reader know how many reads
+will follow, so the rule is the ski-rental one: pay by the read until the round trips
+paid add up to what fetching the whole file would take (the link's first-byte wait, and
+the time its windows take: engine.first_byte_wait, fetch_seconds), then fetch the whole
+region around each read that misses. A reader that stops early has paid at most twice
+what it had to; one that goes on reads mostly from disk, as from s3fs's cache, but
+fetches only the regions it reads in. On a quick local server a round trip is a
+fraction of a millisecond against a transfer's CPU, and this never comes about; on a
+server that charges much per request (moto) it does after two or three reads.
+
+A region is as large as a read-ahead window (`max_window`), and its GETs are the
+window's blocks (engine.suggested_part), begun with the read's own range, in parallel
+pieces where one connection carries a GET's bytes slower than the link answers (S3),
+else in the block that holds it (a server that charges per request). The regions of all
+open files together take at most `Disk.budget` bytes (`read_cache_mb`); past it a read
+fetches what it needs, as before. They go when their file is closed or changes version.
+
+Not thread-safe: the reader calls it under its own lock, and never waits in it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from concurrent.futures import Future
+
+from run_s3fs.fs.core.blocks import Block, Disk
+from run_s3fs.fs.engine import Body, Engine
+
+log = logging.getLogger("run_s3fs.fs.read")
+
+
+class Regions:
+    def __init__(
+        self, engine: Engine, key: str, etag: str, size: int, disk: Disk, region: int
+    ) -> None:
+        self.engine = engine
+        self.key = key
+        self.etag = etag
+        self.size = size
+        self.disk = disk
+        self.region = max(region, 1)
+        self._held: dict[int, list[Block]] = {}  # region number: its blocks, in order
+        self._waited = 0.0  # seconds of first-byte waits the random reads have paid
+        self._worth = False  # they add up to the whole file's fetch: fetch regions
+
+    def holding(self, offset: int, end: int) -> list[Block] | None:
+        """The blocks that hold [offset, end), if every region it spans is held."""
+        blocks: list[Block] = []
+        for n in range(offset // self.region, (end - 1) // self.region + 1):
+            held = self._held.get(n)
+            if held is None:
+                return None
+            blocks += [b for b in held if b.end > offset and b.start < end]
+        return blocks
+
+    def missed(self, offset: int, end: int) -> list[Block] | None:
+        """A random read of [offset, end) that nothing holds: one more round trip paid.
+        The blocks of its regions, fetched now, once that is worth it and the disk has
+        room; else None (the reader fetches what is asked)."""
+        if not self._worth:
+            wait = self.engine.first_byte_wait()
+            self._waited += wait
+            whole = wait + self.engine.fetch_seconds(self.size, self.region)
+            self._worth = self._waited >= whole
+            if not self._worth:
+                return None
+            log.debug(
+                "%s: read all over (%.0f ms of first-byte waits paid, %.1f ms each,"
+                " the whole file %.0f ms): regions of %d KiB",
+                self.key,
+                self._waited * 1e3,
+                wait * 1e3,
+                whole * 1e3,
+                self.region // 1024,
+            )
+        for n in range(offset // self.region, (end - 1) // self.region + 1):
+            if n in self._held:
+                continue
+            start, stop = n * self.region, min(self.size, (n + 1) * self.region)
+            if not self.disk.budget.take(stop - start, needed=False):
+                return None
+            self._held[n] = self._fetch(start, stop, max(offset, start), min(end, stop))
+        return self.holding(offset, end)
+
+    def forget(self, block: Block) -> None:
+        """Drop the region of a block that failed (the next read asks anew)."""
+        for n, held in list(self._held.items()):
+            if block in held:
+                del self._held[n]
+                self.disk.budget.give(held[-1].end - held[0].start)
+
+    def close(self) -> None:
+        for held in self._held.values():
+            self.disk.budget.give(held[-1].end - held[0].start)
+        self._held.clear()  # unfinished GETs finish on their own; their files go with them
+
+    def _fetch(self, start: int, stop: int, offset: int, end: int) -> list[Block]:
+        """The blocks of region [start, stop), the ones holding [offset, end) asked first."""
+        part = self.engine.suggested_part(self.region)
+        cuts = set(range(start, stop, part)) | {stop}
+        if not self.engine.costly_requests():
+            n = self.engine.suggested_pieces(end - offset)
+            step = -(-(end - offset) // n)
+            cuts |= set(range(offset, end, step)) | {end}
+        edges = sorted(cuts)
+        spans = list(itertools.pairwise(edges))
+        # The GETs a read waits for go first, the rest of the region behind them.
+        data = {s: self._get(*s) for s in spans if s[1] > offset and s[0] < end}
+        data.update({s: self._get(*s) for s in spans if s not in data})
+        return [Block(s, e, data[(s, e)]) for s, e in spans]
+
+    def _get(self, start: int, stop: int) -> Future[Body]:
+        return self.engine.get_range_async(
+            self.key, start, stop - start, self.etag, spill=self.disk.directory
+        )

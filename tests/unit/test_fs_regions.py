@@ -1,0 +1,106 @@
+"""The rule for a file read all over (run_s3fs.fs.core.regions): random reads pay a
+round trip each until those add up to what the whole file's fetch would take; then a
+miss fetches its whole region, the read's own range first. The link's figures come from
+a stand-in here (the real engine's are tested in tests/integration/test_reader.py)."""
+
+from __future__ import annotations
+
+from concurrent.futures import Future
+
+from run_s3fs.fs.core.blocks import Budget, Disk
+from run_s3fs.fs.core.regions import Regions
+from run_s3fs.fs.engine import Body
+
+MIB = 1024 * 1024
+
+
+class Link:
+    """What Regions asks of the engine, with the link's figures set by the test."""
+
+    def __init__(self, wait: float, whole: float, costly: bool = False) -> None:
+        self.wait, self.whole, self.costly = wait, whole, costly
+        self.gets: list[tuple[int, int]] = []
+
+    def first_byte_wait(self) -> float:
+        return self.wait
+
+    def fetch_seconds(self, size: int, window: int) -> float:
+        return self.whole
+
+    def costly_requests(self) -> bool:
+        return self.costly
+
+    def suggested_part(self, window: int) -> int:
+        return 2 * MIB
+
+    def suggested_pieces(self, size: int) -> int:
+        return 4
+
+    def get_range_async(
+        self, key: str, start: int, length: int, etag: str = "", spill: str | None = None
+    ) -> Future[Body]:
+        assert spill == "/spill" and etag == "E"
+        self.gets.append((start, start + length))
+        done: Future[Body] = Future()
+        done.set_result(Body.of(b"\0" * length))
+        return done
+
+
+def regions(link: Link, disk: int = 64 * MIB, size: int = 32 * MIB) -> Regions:
+    return Regions(link, "k", "E", size, Disk("/spill", Budget(disk)), 8 * MIB)  # type: ignore[arg-type]
+
+
+def test_misses_pay_until_their_waits_add_up_to_the_whole_fetch():
+    link = Link(wait=0.02, whole=0.1)  # the whole file: five round trips' worth
+    r = regions(link)
+    results = [r.missed(n * 3 * MIB, n * 3 * MIB + MIB) for n in range(6)]
+    # Waits paid: 20, 40, ... ms against 20 + 100: the sixth miss is the first worth it.
+    assert results[:5] == [None] * 5
+    assert results[5] is not None
+    assert link.gets[0] == (15 * MIB, 15 * MIB + MIB // 4)  # the read's own range first
+    assert sorted(link.gets)[0][0] == 8 * MIB and sorted(link.gets)[-1][1] == 16 * MIB
+    assert r.holding(9 * MIB, 10 * MIB) is not None  # the rest of the region is held
+    assert r.holding(17 * MIB, 18 * MIB) is None
+
+
+def test_a_quick_link_never_comes_to_regions():
+    link = Link(wait=0.0005, whole=0.2)  # a local server: the transfer is the cost
+    r = regions(link)
+    assert all(r.missed(n * MIB, n * MIB + MIB) is None for n in range(32))
+    assert link.gets == []
+
+
+def test_the_region_of_a_costly_server_comes_in_its_blocks_alone():
+    # Where each GET costs the server much, the read waits for the block that holds it
+    # rather than for extra GETs of its own.
+    link = Link(wait=0.3, whole=0.3, costly=True)
+    r = regions(link)
+    assert r.missed(MIB, 2 * MIB) is None
+    blocks = r.missed(9 * MIB + 5, 10 * MIB)
+    assert blocks is not None and [(b.start, b.end) for b in blocks] == [(8 * MIB, 10 * MIB)]
+    assert sorted(link.gets) == [(s * MIB, (s + 2) * MIB) for s in (8, 10, 12, 14)]
+
+
+def test_regions_take_the_disk_budget_and_give_it_back():
+    link = Link(wait=1.0, whole=0.0)  # worth it at once
+    disk = Budget(16 * MIB)
+    r = Regions(link, "k", "E", 32 * MIB, Disk("/spill", disk), 8 * MIB)  # type: ignore[arg-type]
+    assert r.missed(0, MIB) is not None
+    assert r.missed(8 * MIB, 9 * MIB) is not None
+    assert r.missed(16 * MIB, 17 * MIB) is None  # no room: the reader fetches its own
+    assert disk.used == 16 * MIB
+    held = r.holding(0, MIB)
+    assert held is not None
+    r.forget(held[0])  # a failed block: its region goes, and the next read asks anew
+    assert disk.used == 8 * MIB and r.holding(0, MIB) is None
+    r.close()
+    assert disk.used == 0
+
+
+def test_a_read_across_two_regions_gets_both():
+    link = Link(wait=1.0, whole=0.0)
+    r = regions(link)
+    blocks = r.missed(8 * MIB - 100, 8 * MIB + 100)
+    assert blocks is not None
+    assert blocks[0].start < 8 * MIB <= blocks[-1].start
+    assert r.holding(0, 16 * MIB) is not None
