@@ -197,3 +197,30 @@ def test_regions_stay_within_the_disk_budget(rig, tmp_path):
     assert disk.budget.used == 8 * MIB
     reader.close()
     assert disk.budget.used == 0
+
+
+def test_a_region_of_a_replaced_object_fails_with_estale_and_gives_its_disk_back(
+    rig, s3, bucket, tmp_path
+):
+    """Regions are fetched with If-Match like every block: one fetched after the object
+    changed under an open file is an error to the reader, never the new version's bytes
+    mixed with the old, and its disk is given back."""
+    engine, proxy, etag = rig
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.05))
+    disk = Disk(str(tmp_path), Budget(64 * MIB))
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), 8 * MIB, disk)
+    engine.head("obj")
+    for b in (20, 2, 11, 5, 17, 8, 23, 14):
+        assert reader.read(b * MIB, MIB) == DATA[b * MIB : (b + 1) * MIB]
+        if disk.budget.used:
+            break
+    assert disk.budget.used, "no region was fetched"
+    held = disk.budget.used
+    s3.put_object(Bucket=bucket, Key="obj", Body=os.urandom(len(DATA)))
+    cold = next(b for b in (1, 9, 17) if reader._regions.holding(b * MIB, b * MIB + 1) is None)
+    with pytest.raises(OSError) as e:
+        reader.read(cold * MIB, MIB)
+    assert e.value.errno == errno.ESTALE
+    assert disk.budget.used == held  # the failed region went; the one held stays
+    reader.close()
+    assert disk.budget.used == 0

@@ -61,6 +61,13 @@ def test_ignored_and_unknown_options_are_collected_once():
     assert o.ignored == ("use_cache", "sigv2", "frobnicate (unknown)", "del_cache")
 
 
+def test_read_memory_and_disk_options():
+    o = parse_args(BASE)
+    assert (o.readahead_mb, o.read_cache_mb) == (128, 1024)
+    o = parse_args([*BASE, "-o", "readahead_mb=32,read_cache_mb=0"])
+    assert (o.readahead_mb, o.read_cache_mb) == (32, 0)
+
+
 def test_debug_flag():
     assert parse_args([*BASE, "-d"]).log_level == "debug"
 
@@ -78,6 +85,8 @@ def test_debug_flag():
         ("url=s3.example.com", "http"),
         ("passwd_file", "needs a value"),
         ("dbglevel=loud", "dbglevel"),
+        ("read_cache_mb=-1", "at least 0"),
+        ("read_cache_mb=lots", "read_cache_mb=lots"),
     ],
 )
 def test_malformed_values(opt, needle):
