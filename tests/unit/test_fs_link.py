@@ -73,3 +73,16 @@ def test_one_slow_get_marks_a_server_that_builds_each_answer_slowly():
     quick = Link()
     quick.observe(0.035, MIB)  # S3-like: 20 ms, then 13 ms of transfer
     assert not quick.busy
+
+
+def test_one_quick_get_of_another_size_does_not_make_every_connection_look_fast():
+    # A random reader's 256 KiB pieces on an S3-like link, and one 1 MiB GET that came
+    # in 29 ms: a line through them would say 234 MB/s a connection and stop splitting
+    # reads (measured: the next reads waited behind 8 MiB blocks).
+    line = Link()
+    for i in range(31):
+        line.observe(0.0205 + 256 * 1024 / 50e6 + (i % 3) * 0.001, 256 * 1024)
+    line.observe(0.0294, 1032192)
+    assert line.rate < 120e6  # one size cannot tell wait from transfer: about the prior
+    assert line.pieces(MIB) >= 3
+    assert line.part(64 * MIB) == 4 * MIB

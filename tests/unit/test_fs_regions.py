@@ -5,9 +5,10 @@ a stand-in here (the real engine's are tested in tests/integration/test_reader.p
 
 from __future__ import annotations
 
+import itertools
 from concurrent.futures import Future
 
-from run_s3fs.fs.core.blocks import Budget, Disk
+from run_s3fs.fs.core.blocks import Backlog, Budget, Disk
 from run_s3fs.fs.core.regions import Regions
 from run_s3fs.fs.engine import Body
 
@@ -104,3 +105,73 @@ def test_a_read_across_two_regions_gets_both():
     assert blocks is not None
     assert blocks[0].start < 8 * MIB <= blocks[-1].start
     assert r.holding(0, 16 * MIB) is not None
+
+
+class Pending(Link):
+    """A stand-in whose GETs stay in flight until the test lands them."""
+
+    def __init__(self) -> None:
+        super().__init__(wait=1.0, whole=0.0)  # worth it at once
+        self.flight: dict[tuple[int, int], Future[Body]] = {}
+
+    def get_range_async(
+        self, key: str, start: int, length: int, etag: str = "", spill: str | None = None
+    ) -> Future[Body]:
+        self.gets.append((start, start + length))
+        self.flight[start, start + length] = f = Future()
+        return f
+
+    def land(self, span: tuple[int, int]) -> None:
+        self.flight.pop(span).set_result(Body.of(b"\0" * (span[1] - span[0])))
+
+
+def test_the_backlog_keeps_at_most_its_bound_in_flight_and_sends_the_next_as_one_lands():
+    link = Pending()
+    backlog = Backlog(most=2)
+    outs = [backlog.add(lambda n=n: link.get_range_async("k", n, 1)) for n in range(4)]
+    assert link.gets == [(0, 1), (1, 2)] and backlog.pending == 4
+    link.land((0, 1))
+    assert link.gets[-1] == (2, 3) and outs[0].result().size == 1
+    backlog.hurry(outs[3])  # a read waits for it: sent now, past the bound
+    assert link.gets[-1] == (3, 4)
+    assert backlog.drop(outs[2]) is False  # in flight already: it lands as it will
+    link.land((1, 2))
+    link.land((2, 3))
+    link.land((3, 4))
+    assert [o.result().size for o in outs] == [1, 1, 1, 1] and backlog.pending == 0
+
+
+def test_a_dropped_get_is_never_sent():
+    link = Pending()
+    backlog = Backlog(most=1)
+    backlog.add(lambda: link.get_range_async("k", 0, 1))
+    queued = backlog.add(lambda: link.get_range_async("k", 1, 1))
+    assert backlog.drop(queued) and queued.cancelled()
+    link.land((0, 1))
+    assert link.gets == [(0, 1)] and backlog.pending == 0
+
+
+def test_a_read_that_comes_to_a_queued_block_has_its_own_range_cut_out_and_sent():
+    link = Pending()
+    disk = Disk("/spill", Budget(64 * MIB), Backlog(most=1))
+    r = Regions(link, "k", "E", 32 * MIB, disk, 8 * MIB)  # type: ignore[arg-type]
+    assert r.missed(0, MIB) is not None  # sent: its own pieces, then one of the rest
+    quarters = [(i * MIB // 4, (i + 1) * MIB // 4) for i in range(4)]
+    assert link.gets == [*quarters, (MIB, 2 * MIB)]
+    blocks = r.holding(5 * MIB, 6 * MIB)  # in the queued block [4, 6) MiB
+    assert blocks is not None
+    assert [(b.start, b.end) for b in blocks] == [
+        (5 * MIB + i * MIB // 4, 5 * MIB + (i + 1) * MIB // 4) for i in range(4)
+    ]
+    assert link.gets[5:] == [(b.start, b.end) for b in blocks]  # sent now, past the bound
+    # The rest of the cut block waits in the backlog with the others, and the region
+    # still covers its 8 MiB once, block after block.
+    held = r.holding(0, 8 * MIB)
+    assert held is not None
+    assert [(a.end, b.start) for a, b in itertools.pairwise(held) if a.end != b.start] == []
+    assert (held[0].start, held[-1].end) == (0, 8 * MIB)
+    r.close()  # what is still queued is never sent
+    sent = len(link.gets)
+    for span in list(link.flight):
+        link.land(span)
+    assert len(link.gets) == sent and disk.backlog.pending == 0

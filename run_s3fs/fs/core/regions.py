@@ -17,9 +17,13 @@ server that charges much per request (moto) it does after two or three reads.
 A region is as large as a read-ahead window (`max_window`), and its GETs are the
 window's blocks (engine.suggested_part), begun with the read's own range, in parallel
 pieces where one connection carries a GET's bytes slower than the link answers (S3),
-else in the block that holds it (a server that charges per request). The regions of all
-open files together take at most `Disk.budget` bytes (`read_cache_mb`); past it a read
-fetches what it needs, as before. They go when their file is closed or changes version.
+else in the block that holds it (a server that charges per request). The rest of the
+region goes through the mount's backlog (`Disk.backlog`, blocks.py), a bounded number
+in flight; a later read that comes to a block still queued there has its own range cut
+out and sent at once, so it never waits behind the region's other GETs. The regions of
+all open files together take at most `Disk.budget` bytes (`read_cache_mb`); past it a
+read fetches what it needs, as before. They go when their file is closed or changes
+version.
 
 Not thread-safe: the reader calls it under its own lock, and never waits in it.
 """
@@ -51,12 +55,25 @@ class Regions:
         self._worth = False  # they add up to the whole file's fetch: fetch regions
 
     def holding(self, offset: int, end: int) -> list[Block] | None:
-        """The blocks that hold [offset, end), if every region it spans is held."""
+        """The blocks that hold [offset, end), if every region it spans is held. A read
+        waits for them, so those still queued in the backlog go now: cut to the read's
+        own range (sent, the rest queued again), or, where each request costs the
+        server much, sent whole."""
+        numbers = range(offset // self.region, (end - 1) // self.region + 1)
+        if any(n not in self._held for n in numbers):
+            return None
+        backlog = self.disk.backlog
         blocks: list[Block] = []
-        for n in range(offset // self.region, (end - 1) // self.region + 1):
-            held = self._held.get(n)
-            if held is None:
-                return None
+        for n in numbers:
+            held = self._held[n]
+            for i in reversed(range(len(held))):
+                b = held[i]
+                if b.end <= offset or b.start >= end:
+                    continue
+                if self.engine.costly_requests():
+                    backlog.hurry(b.data)
+                elif backlog.drop(b.data):
+                    held[i : i + 1] = self._blocks(b.start, b.end, offset, end, b.end - b.start)
             blocks += [b for b in held if b.end > offset and b.start < end]
         return blocks
 
@@ -94,27 +111,40 @@ class Regions:
         for n, held in list(self._held.items()):
             if block in held:
                 del self._held[n]
-                self.disk.budget.give(held[-1].end - held[0].start)
+                self._drop(held)
 
     def close(self) -> None:
         for held in self._held.values():
-            self.disk.budget.give(held[-1].end - held[0].start)
-        self._held.clear()  # unfinished GETs finish on their own; their files go with them
+            self._drop(held)
+        self._held.clear()
+
+    def _drop(self, held: list[Block]) -> None:
+        # GETs still queued are not sent; those in flight finish on their own, and their
+        # files go with them.
+        for b in held:
+            self.disk.backlog.drop(b.data)
+        self.disk.budget.give(held[-1].end - held[0].start)
 
     def _fetch(self, start: int, stop: int, offset: int, end: int) -> list[Block]:
         """The blocks of region [start, stop), the ones holding [offset, end) asked first."""
-        part = self.engine.suggested_part(self.region)
+        return self._blocks(start, stop, offset, end, self.engine.suggested_part(self.region))
+
+    def _blocks(self, start: int, stop: int, offset: int, end: int, part: int) -> list[Block]:
+        """Blocks of `part` bytes for [start, stop); those holding [offset, end) sent now
+        (in parallel pieces, as a random read's, where the link allows), the rest queued
+        in the backlog."""
         cuts = set(range(start, stop, part)) | {stop}
         if not self.engine.costly_requests():
-            n = self.engine.suggested_pieces(end - offset)
-            step = -(-(end - offset) // n)
-            cuts |= set(range(offset, end, step)) | {end}
-        edges = sorted(cuts)
-        spans = list(itertools.pairwise(edges))
-        # The GETs a read waits for go first, the rest of the region behind them.
-        data = {s: self._get(*s) for s in spans if s[1] > offset and s[0] < end}
-        data.update({s: self._get(*s) for s in spans if s not in data})
-        return [Block(s, e, data[(s, e)]) for s, e in spans]
+            lo, hi = max(offset, start), min(end, stop)
+            n = self.engine.suggested_pieces(hi - lo)
+            step = -(-(hi - lo) // n)
+            cuts |= set(range(lo, hi, step)) | {hi}
+        spans = list(itertools.pairwise(sorted(cuts)))
+        data = {(s, e): self._get(s, e) for s, e in spans if e > offset and s < end}
+        for s, e in spans:
+            if (s, e) not in data:
+                data[s, e] = self.disk.backlog.add(lambda s=s, e=e: self._get(s, e))
+        return [Block(s, e, data[s, e]) for s, e in spans]
 
     def _get(self, start: int, stop: int) -> Future[Body]:
         return self.engine.get_range_async(

@@ -184,13 +184,16 @@ class Link:
             return
         mean_s = sum(s for s, _ in self._seen) / n
         mean_t = sum(t for _, t in self._seen) / n
-        var = sum((s - mean_s) ** 2 for s, _ in self._seen)
-        if var < (0.25 * mean_s) ** 2 * n:
-            # All about one size: keep the wait, and credit the rest of the time to the
-            # transfer.
+        sizes = sorted(s for s, _ in self._seen)
+        if sizes[3 * n // 4] < 2 * sizes[n // 4]:
+            # Mostly of one size (a random reader's pieces, a window's blocks): a line
+            # through them would rest on the few of another size, and one of those that
+            # happened to come quickly would make every connection look fast. Keep the
+            # wait, and credit the rest of the time to the transfer.
             spent = max(mean_t - self.ttfb, mean_t / 10)
             self.rate = mean_s / spent
             return
+        var = sum((s - mean_s) ** 2 for s, _ in self._seen)
         slope = sum((s - mean_s) * (t - mean_t) for s, t in self._seen) / var
         if slope <= 0:
             return  # noise (queueing) hides the transfer: keep what we had
