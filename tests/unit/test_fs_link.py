@@ -86,3 +86,9 @@ def test_one_quick_get_of_another_size_does_not_make_every_connection_look_fast(
     assert line.rate < 120e6  # one size cannot tell wait from transfer: about the prior
     assert line.pieces(MIB) >= 3
     assert line.part(64 * MIB) == 4 * MIB
+
+
+def test_a_busy_server_gets_the_largest_blocks_whatever_its_rate_looks_like():
+    # moto: the time past a GET's wait is its own work, so the "rate" is noise.
+    assert link(0.3, 5e6).part(64 * MIB) == 32 * MIB
+    assert link(0.3, 5e6).fetch_seconds(256 * MIB, 64 * MIB) < 4 * 0.3 + 0.01
