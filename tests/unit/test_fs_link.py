@@ -92,3 +92,10 @@ def test_a_busy_server_gets_the_largest_blocks_whatever_its_rate_looks_like():
     # moto: the time past a GET's wait is its own work, so the "rate" is noise.
     assert link(0.3, 5e6).part(64 * MIB) == 32 * MIB
     assert link(0.3, 5e6).fetch_seconds(256 * MIB, 64 * MIB) < 4 * 0.3 + 0.01
+
+
+def test_a_random_read_is_priced_as_its_wait_and_its_transfer_in_pieces():
+    # What a random read costs, set against a whole file's fetch (regions.py).
+    s3 = link(0.02, 80e6)
+    assert abs(s3.transfer_seconds(MIB) - MIB / (80e6 * 3)) < 1e-6  # three pieces
+    assert link(0.3, 5e6).transfer_seconds(MIB) == 0.0  # busy: the wait is all of it

@@ -25,6 +25,9 @@ class Link:
     def first_byte_wait(self) -> float:
         return self.wait
 
+    def read_seconds(self, size: int) -> float:
+        return self.wait  # the stand-in's reads are all wait
+
     def fetch_seconds(self, size: int, window: int) -> float:
         return self.whole
 

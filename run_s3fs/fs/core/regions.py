@@ -5,14 +5,16 @@ A random read costs a round trip (on S3 some 20 ms before its first byte) howeve
 little it reads. A reader that goes on reading all over one file pays that again and
 again, where fetching the whole file once, with a read-ahead window's GETs in flight,
 would have cost a few round trips' worth. Neither we nor the reader know how many reads
-will follow, so the rule is the ski-rental one: pay by the read until the round trips
-paid add up to what fetching the whole file would take (the link's first-byte wait, and
-the time its windows take: engine.first_byte_wait, fetch_seconds), then fetch the whole
-region around each read that misses. A reader that stops early has paid at most twice
-what it had to; one that goes on reads mostly from disk, as from s3fs's cache, but
-fetches only the regions it reads in. On a quick local server a round trip is a
-fraction of a millisecond against a transfer's CPU, and this never comes about; on a
-server that charges much per request (moto) it does after two or three reads.
+will follow, so the rule is the ski-rental one: pay by the read until what the reads
+took adds up to what fetching the whole file would take, both priced by the same model
+of the link (a read: its wait and its transfer in parallel pieces, engine.read_seconds;
+the whole file: a wait and the rounds of its windows, first_byte_wait, fetch_seconds),
+then fetch the whole region around each read that misses. A reader that stops early
+has paid at most twice what it had to; one that goes on reads mostly from disk, as
+from s3fs's cache, but fetches only the regions it reads in. On a quick local server
+a read is a fraction of a millisecond's wait and a millisecond's transfer against a
+whole file's transfer, and this comes about only after hundreds of reads; on a server
+that charges much per request (moto) it does after four or five.
 
 A region is as large as a read-ahead window (`max_window`), and its GETs are the
 window's blocks (engine.suggested_part), begun with the read's own range, in parallel
@@ -51,7 +53,7 @@ class Regions:
         self.disk = disk
         self.region = max(region, 1)
         self._held: dict[int, list[Block]] = {}  # region number: its blocks, in order
-        self._waited = 0.0  # seconds of first-byte waits the random reads have paid
+        self._paid = 0.0  # seconds the random reads have taken (by the link's figures)
         self._worth = False  # they add up to the whole file's fetch: fetch regions
 
     def holding(self, offset: int, end: int) -> list[Block] | None:
@@ -78,22 +80,24 @@ class Regions:
         return blocks
 
     def missed(self, offset: int, end: int) -> list[Block] | None:
-        """A random read of [offset, end) that nothing holds: one more round trip paid.
+        """A random read of [offset, end) that nothing holds: one more read paid for.
         The blocks of its regions, fetched now, once that is worth it and the disk has
         room; else None (the reader fetches what is asked)."""
         if not self._worth:
-            wait = self.engine.first_byte_wait()
-            self._waited += wait
-            whole = wait + self.engine.fetch_seconds(self.size, self.region)
-            self._worth = self._waited >= whole
+            paid = self.engine.read_seconds(end - offset)
+            self._paid += paid
+            whole = self.engine.first_byte_wait() + self.engine.fetch_seconds(
+                self.size, self.region
+            )
+            self._worth = self._paid >= whole
             if not self._worth:
                 return None
             log.debug(
-                "%s: read all over (%.0f ms of first-byte waits paid, %.1f ms each,"
-                " the whole file %.0f ms): regions of %d KiB",
+                "%s: read all over (%.0f ms paid by the read, %.1f ms each, the whole"
+                " file %.0f ms): regions of %d KiB",
                 self.key,
-                self._waited * 1e3,
-                wait * 1e3,
+                self._paid * 1e3,
+                paid * 1e3,
                 whole * 1e3,
                 self.region // 1024,
             )

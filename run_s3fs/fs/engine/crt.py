@@ -219,6 +219,11 @@ class Link:
         transfer = size / max(self.rate, 1.0)
         return max(1, min(4, size // (256 * 1024), math.ceil(transfer / max(self.ttfb / 4, 1e-4))))
 
+    def transfer_seconds(self, size: int) -> float:
+        """About how long the bytes of a read of `size` take after its wait, in
+        `pieces` GETs; nothing on a busy server (there the wait is all of it)."""
+        return 0.0 if self.busy else size / (max(self.rate, 1.0) * self.pieces(size))
+
     def in_flight(self) -> int:
         """How many GETs a read-ahead window keeps in flight: as many as it takes to
         reach TARGET at one connection's rate. Where each GET waits for its first byte
@@ -547,6 +552,11 @@ class CrtEngine:
         answer slowly (Link.busy) the GETs' wait, which a HEAD does not show."""
         trip = None if self._lane is None or self.link.busy else self._lane.round_trip()
         return self.link.ttfb if trip is None else trip
+
+    def read_seconds(self, size: int) -> float:
+        """About how long a read of `size` bytes that nothing holds takes: its wait, and
+        its transfer in `suggested_pieces` GETs (see Link)."""
+        return self.first_byte_wait() + self.link.transfer_seconds(size)
 
     def fetch_seconds(self, size: int, window: int) -> float:
         """About how long `size` bytes take to fetch with a read-ahead `window` (see Link)."""
