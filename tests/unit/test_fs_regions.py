@@ -54,7 +54,7 @@ def regions(link: Link, disk: int = 64 * MIB, size: int = 32 * MIB) -> Regions:
     return Regions(link, "k", "E", size, Disk("/spill", Budget(disk)), 8 * MIB)  # type: ignore[arg-type]
 
 
-def test_misses_pay_until_their_waits_add_up_to_the_whole_fetch():
+def test_misses_pay_until_their_cost_adds_up_to_the_whole_fetch_then_the_file_comes():
     link = Link(wait=0.02, whole=0.1)  # the whole file: five round trips' worth
     r = regions(link)
     results = [r.missed(n * 3 * MIB, n * 3 * MIB + MIB) for n in range(6)]
@@ -62,9 +62,13 @@ def test_misses_pay_until_their_waits_add_up_to_the_whole_fetch():
     assert results[:5] == [None] * 5
     assert results[5] is not None
     assert link.gets[0] == (15 * MIB, 15 * MIB + MIB // 4)  # the read's own range first
-    assert sorted(link.gets)[0][0] == 8 * MIB and sorted(link.gets)[-1][1] == 16 * MIB
-    assert r.holding(9 * MIB, 10 * MIB) is not None  # the rest of the region is held
-    assert r.holding(17 * MIB, 18 * MIB) is None
+    # then the rest of its region, then the rest of the file, from there on
+    assert [s for s, _ in link.gets[4:7]] == [8 * MIB, 10 * MIB, 12 * MIB]
+    assert link.gets[-1][0] < 8 * MIB
+    spans = sorted(link.gets)
+    assert spans[0][0] == 0 and spans[-1][1] == 32 * MIB
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(spans))  # each byte once
+    assert r.holding(0, 32 * MIB) is not None
 
 
 def test_a_quick_link_never_comes_to_regions():
@@ -82,7 +86,8 @@ def test_the_region_of_a_costly_server_comes_in_its_blocks_alone():
     assert r.missed(MIB, 2 * MIB) is None
     blocks = r.missed(9 * MIB + 5, 10 * MIB)
     assert blocks is not None and [(b.start, b.end) for b in blocks] == [(8 * MIB, 10 * MIB)]
-    assert sorted(link.gets) == [(s * MIB, (s + 2) * MIB) for s in (8, 10, 12, 14)]
+    assert link.gets[0] == (8 * MIB, 10 * MIB)  # the read's block first, then the file's
+    assert sorted(link.gets) == [(s * MIB, (s + 2) * MIB) for s in range(0, 32, 2)]
 
 
 def test_regions_take_the_disk_budget_and_give_it_back():

@@ -9,12 +9,15 @@ will follow, so the rule is the ski-rental one: pay by the read until what the r
 took adds up to what fetching the whole file would take, both priced by the same model
 of the link (a read: its wait and its transfer in parallel pieces, engine.read_seconds;
 the whole file: a wait and the rounds of its windows, first_byte_wait, fetch_seconds),
-then fetch the whole region around each read that misses. A reader that stops early
-has paid at most twice what it had to; one that goes on reads mostly from disk, as
-from s3fs's cache, but fetches only the regions it reads in. On a quick local server
-a read is a fraction of a millisecond's wait and a millisecond's transfer against a
-whole file's transfer, and this comes about only after hundreds of reads; on a server
-that charges much per request (moto) it does after four or five.
+then fetch the whole file: the region of the read that tipped it first (its own range
+first of all), the others queued behind it. A reader that stops early has paid at most
+twice what it had to; one that goes on reads from disk, as from s3fs's cache. On a
+quick local server a read is a fraction of a millisecond's wait and a millisecond's
+transfer against a whole file's transfer, and this comes about only after hundreds of
+reads; on a server that charges much per request (moto) it does after four or five.
+(Fetching only the regions reads came to, as they came, left each region's fetch to
+begin when a read was already waiting for it: on the S3-like moto link 92 ms a read
+against 64 for the whole file, the same on the others.)
 
 A region is as large as a read-ahead window (`max_window`), and its GETs are the
 window's blocks (engine.suggested_part), begun with the read's own range, in parallel
@@ -23,9 +26,9 @@ else in the block that holds it (a server that charges per request). The rest of
 region goes through the mount's backlog (`Disk.backlog`, blocks.py), a bounded number
 in flight; a later read that comes to a block still queued there has its own range cut
 out and sent at once, so it never waits behind the region's other GETs. The regions of
-all open files together take at most `Disk.budget` bytes (`read_cache_mb`); past it a
-read fetches what it needs, as before. They go when their file is closed or changes
-version.
+all open files together take at most `Disk.budget` bytes (`read_cache_mb`): a file
+larger than that has the regions that fit, and past them a read fetches what it needs,
+as before. They go when their file is closed or changes version.
 
 Not thread-safe: the reader calls it under its own lock, and never waits in it.
 """
@@ -55,6 +58,7 @@ class Regions:
         self._held: dict[int, list[Block]] = {}  # region number: its blocks, in order
         self._paid = 0.0  # seconds the random reads have taken (by the link's figures)
         self._worth = False  # they add up to the whole file's fetch: fetch regions
+        self._bought = False  # the whole file's regions are held or on their way
 
     def holding(self, offset: int, end: int) -> list[Block] | None:
         """The blocks that hold [offset, end), if every region it spans is held. A read
@@ -108,7 +112,21 @@ class Regions:
             if not self.disk.budget.take(stop - start, needed=False):
                 return None
             self._held[n] = self._fetch(start, stop, max(offset, start), min(end, stop))
-        return self.holding(offset, end)
+        blocks = self.holding(offset, end)
+        if not self._bought:
+            # What was bought is the whole file: the rest of it queues in the backlog
+            # behind this read's region, in order from there, as far as the disk allows.
+            self._bought = True
+            count = -(-self.size // self.region)
+            for i in range(1, count):
+                n = (offset // self.region + i) % count
+                start, stop = n * self.region, min(self.size, (n + 1) * self.region)
+                if n in self._held:
+                    continue
+                if not self.disk.budget.take(stop - start, needed=False):
+                    break
+                self._held[n] = self._fetch(start, stop, stop, stop)
+        return blocks
 
     def forget(self, block: Block) -> None:
         """Drop the region of a block that failed (the next read asks anew)."""
@@ -138,8 +156,8 @@ class Regions:
         (in parallel pieces, as a random read's, where the link allows), the rest queued
         in the backlog."""
         cuts = set(range(start, stop, part)) | {stop}
-        if not self.engine.costly_requests():
-            lo, hi = max(offset, start), min(end, stop)
+        lo, hi = max(offset, start), min(end, stop)
+        if hi > lo and not self.engine.costly_requests():
             n = self.engine.suggested_pieces(hi - lo)
             step = -(-(hi - lo) // n)
             cuts |= set(range(lo, hi, step)) | {hi}
