@@ -99,3 +99,11 @@ def test_a_random_read_is_priced_as_its_wait_and_its_transfer_in_pieces():
     s3 = link(0.02, 80e6)
     assert abs(s3.transfer_seconds(MIB) - MIB / (80e6 * 3)) < 1e-6  # three pieces
     assert link(0.3, 5e6).transfer_seconds(MIB) == 0.0  # busy: the wait is all of it
+
+
+def test_on_loopback_a_whole_file_comes_at_one_connections_rate():
+    # The connections share the client's and the server's CPU: a random reader of a
+    # local server must not take fetching the whole file for cheap (regions.py).
+    assert abs(link(0.0005, 400e6).fetch_seconds(256 * MIB, 64 * MIB) - 256 * MIB / 400e6) < 1e-3
+    s3 = link(0.02, 80e6).fetch_seconds(256 * MIB, 64 * MIB)  # 4 rounds of 16 x 4 MiB
+    assert abs(s3 - 4 * (0.02 + 4 * MIB / 80e6)) < 1e-3
