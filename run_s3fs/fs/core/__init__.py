@@ -7,7 +7,8 @@ Lock order (a thread holding one may take only those after it, never before):
      Filesystem._marker_lock  a directory marker's HEAD and rewrite (held over both)
   3. Reader._lock         one object's read blocks (reader.py) and its Regions
                           (regions.py, no lock of its own), then Budget's and
-                          Backlog's (blocks.py; nothing is sent under Backlog's)
+                          Backlog's (blocks.py), then its Line's and Pendings'
+                          (prefetch.py; nothing is sent under these three)
   4. cache locks          each cache's own (caches.py), and the prefetchers' (prefetch.py)
 A cache, reader or table lock is never held while waiting for S3. A file's lock may be
 (an upload runs under it, so a close racing with a write cannot lose data; a streamed

@@ -4,11 +4,11 @@ budgets that bound them, for a mount's readers together."""
 from __future__ import annotations
 
 import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass, field
 
+from run_s3fs.fs.core.prefetch import Line, Pending
 from run_s3fs.fs.engine import Body
 
 
@@ -39,79 +39,55 @@ class Budget:
 
 
 class Backlog:
-    """GETs nobody waits for yet (the rest of a region, regions.py), at most `most` in
-    flight for all readers together and the rest queued in order. A link's connections
-    share its bandwidth (and, on a small host, the CPU) evenly: a read's GETs sent
-    beside sixteen of a region's arrive when those do, several times later than alone.
-    A queued GET a read comes to wait for is sent at once (`hurry`), or the read's own
-    range cut out of it and sent (regions.py). Sixteen in flight: a read-ahead window's
-    GETs on an S3-like link (measured there: with eight, the regions filled so much
-    slower that reads waited longer in all, 19 ms each against 17 for sixteen or no
-    bound; with sixteen the slowest of 64 reads waited 90-140 ms, not 120-240)."""
+    """GETs nobody waits for yet (the rest of a file, regions.py), at most `most` in
+    flight for all readers together and the rest queued in order (prefetch.Line). A
+    link's connections share its bandwidth (and, on a small host, the CPU) evenly: a
+    read's GETs sent beside sixteen of a region's arrive when those do, several times
+    later than alone. A queued GET a read comes to wait for is sent at once (`hurry`),
+    or the read's own range cut out of it and sent (regions.py). Sixteen in flight: a
+    read-ahead window's GETs on an S3-like link (measured there: with eight, the
+    regions filled so much slower that reads waited longer in all, 19 ms each against
+    17 for sixteen or no bound; with sixteen the slowest of 64 reads waited 90-140 ms,
+    not 120-240)."""
 
     def __init__(self, most: int = 16) -> None:
-        self.most = max(most, 1)
-        self._queued: OrderedDict[Future[Body], Callable[[], Future[Body]]] = OrderedDict()
-        self._in_flight = 0
+        self._line = Line(most)
+        self._pending: dict[Future[Body], Pending[Body]] = {}  # queued or in flight
         self._lock = threading.Lock()  # a leaf: nothing is sent or called under it
 
     def add(self, send: Callable[[], Future[Body]]) -> Future[Body]:
         """What `send()` will bring, sent once fewer than `most` are in flight."""
-        out: Future[Body] = Future()
+        pending: Pending[Body] = Pending(send)
         with self._lock:
-            self._queued[out] = send
-        self._pump()
-        return out
+            self._pending[pending.future] = pending
+        pending.future.add_done_callback(self._done)
+        self._line.add(pending)
+        return pending.future
 
     def hurry(self, out: Future[Body]) -> None:
         """Send `out`'s GET now, if it is still queued (outside the `most` in flight)."""
-        with self._lock:
-            send = self._queued.pop(out, None)
-        if send is not None:
-            out.set_running_or_notify_cancel()
-            _chain(send(), out)
+        pending = self._of(out)
+        if pending is not None:
+            pending.run()
 
     def drop(self, out: Future[Body]) -> bool:
         """Never send `out`'s GET, if it is still queued (then True, and it is cancelled)."""
-        with self._lock:
-            queued = self._queued.pop(out, None) is not None
-        if queued:
-            out.cancel()
-        return queued
+        pending = self._of(out)
+        return pending is not None and pending.cancel()
 
     @property
     def pending(self) -> int:
         """GETs queued or in flight."""
         with self._lock:
-            return len(self._queued) + self._in_flight
+            return len(self._pending)
 
-    def _pump(self) -> None:
-        while True:
-            with self._lock:
-                if self._in_flight >= self.most or not self._queued:
-                    return
-                out, send = self._queued.popitem(last=False)
-                out.set_running_or_notify_cancel()
-                self._in_flight += 1
-            inner = send()
-            _chain(inner, out)
-            inner.add_done_callback(self._landed)
-
-    def _landed(self, _: Future[Body]) -> None:
+    def _of(self, out: Future[Body]) -> Pending[Body] | None:
         with self._lock:
-            self._in_flight -= 1
-        self._pump()
+            return self._pending.get(out)
 
-
-def _chain(inner: Future[Body], out: Future[Body]) -> None:
-    def copy(f: Future[Body]) -> None:
-        error = f.exception()
-        if error is None:
-            out.set_result(f.result())
-        else:
-            out.set_exception(error)
-
-    inner.add_done_callback(copy)
+    def _done(self, out: Future[Body]) -> None:
+        with self._lock:
+            self._pending.pop(out, None)
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ subdirectories one after the other, a LIST each; on the second readdir among the
 subdirectories of one directory, the listings of the others start in parallel.
 
 Both are asynchronous: the engine's requests are in flight without a thread each.
+`Pending` and `Line` also queue the GETs of a file read all over (blocks.Backlog).
 """
 
 from __future__ import annotations
@@ -73,6 +74,15 @@ class Pending(Generic[T]):
     def wait(self) -> T:
         self.run()  # still in line: start it now, for the caller who needs it
         return self.future.result()
+
+    def cancel(self) -> bool:
+        """Never start it, if nobody has yet (then True, and its future is cancelled)."""
+        with self._lock:
+            if self._started:
+                return False
+            self._started = True  # a Line passes it by
+        self.future.cancel()
+        return True
 
 
 class Line:
