@@ -69,6 +69,7 @@ class Regions:
         if any(n not in self._held for n in numbers):
             return None
         backlog = self.disk.backlog
+        costly = self.engine.costly_requests()
         blocks: list[Block] = []
         for n in numbers:
             held = self._held[n]
@@ -76,7 +77,7 @@ class Regions:
                 b = held[i]
                 if b.end <= offset or b.start >= end:
                     continue
-                if self.engine.costly_requests():
+                if costly:
                     backlog.hurry(b.data)
                 elif backlog.drop(b.data):
                     held[i : i + 1] = self._blocks(b.start, b.end, offset, end, b.end - b.start)
@@ -105,28 +106,22 @@ class Regions:
                 whole * 1e3,
                 self.region // 1024,
             )
-        for n in range(offset // self.region, (end - 1) // self.region + 1):
+        first, last = offset // self.region, (end - 1) // self.region
+        count = -(-self.size // self.region)
+        # What was bought is the whole file: once, the rest of it queues behind the
+        # read's regions, in order from there, as far as the disk allows.
+        order = range(first, last + 1) if self._bought else range(first, first + count)
+        for n in (n % count for n in order):
+            start, stop = n * self.region, min(self.size, (n + 1) * self.region)
             if n in self._held:
                 continue
-            start, stop = n * self.region, min(self.size, (n + 1) * self.region)
             if not self.disk.budget.take(stop - start, needed=False):
-                return None
-            self._held[n] = self._fetch(start, stop, max(offset, start), min(end, stop))
-        blocks = self.holding(offset, end)
-        if not self._bought:
-            # What was bought is the whole file: the rest of it queues in the backlog
-            # behind this read's region, in order from there, as far as the disk allows.
-            self._bought = True
-            count = -(-self.size // self.region)
-            for i in range(1, count):
-                n = (offset // self.region + i) % count
-                start, stop = n * self.region, min(self.size, (n + 1) * self.region)
-                if n in self._held:
-                    continue
-                if not self.disk.budget.take(stop - start, needed=False):
-                    break
-                self._held[n] = self._fetch(start, stop, stop, stop)
-        return blocks
+                if first <= n <= last:
+                    return None  # no room for the read's own: it fetches what it asks
+                break
+            self._held[n] = self._fetch(start, stop, offset, end)
+        self._bought = True
+        return self.holding(offset, end)
 
     def forget(self, block: Block) -> None:
         """Drop the region of a block that failed (the next read asks anew)."""
@@ -148,7 +143,7 @@ class Regions:
         self.disk.budget.give(held[-1].end - held[0].start)
 
     def _fetch(self, start: int, stop: int, offset: int, end: int) -> list[Block]:
-        """The blocks of region [start, stop), the ones holding [offset, end) asked first."""
+        """The blocks of region [start, stop), those holding [offset, end) sent now."""
         return self._blocks(start, stop, offset, end, self.engine.suggested_part(self.region))
 
     def _blocks(self, start: int, stop: int, offset: int, end: int, part: int) -> list[Block]:
