@@ -217,6 +217,9 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
             retry_interval=max(opts.upload_retry_interval, 1.0),
             readahead_bytes=opts.readahead_mb * 1024 * 1024,
             read_cache_bytes=opts.read_cache_mb * 1024 * 1024,
+            read_cache_min_free=(
+                None if opts.ensure_diskfree is None else opts.ensure_diskfree * 1024 * 1024
+            ),
             max_seen_etags=opts.max_stat_cache_size,
         ),
     )

@@ -36,7 +36,6 @@ _KNOWN_IGNORED = frozenset(
         "use_cache",
         "del_cache",
         "check_cache_dir_exist",
-        "ensure_diskfree",
         "enable_content_md5",
         "enable_noobj_cache",
         "disable_noobj_cache",
@@ -115,6 +114,7 @@ class Options:
     multireq_max: int = 100  # HEADs in flight when a directory is looked through (s3fs: 20)
     readahead_mb: int = 128  # read-ahead memory of all open files (one file: half)
     read_cache_mb: int = 1024  # disk (in tmpdir) for files read all over (core/regions.py)
+    ensure_diskfree: int | None = None  # MiB the read cache leaves free (None: blocks.Disk)
     verify_tls: bool = True
     retries: int = 5
     connect_timeout: float = 300.0
@@ -321,7 +321,7 @@ def _apply(name: str, value: str | None, values: dict, ignored: list[str]) -> No
         values[name] = _int(name, need(), minimum=1)
     elif name == "readahead_mb":
         values[name] = _int(name, need(), minimum=1, maximum=64 * 1024)
-    elif name == "read_cache_mb":
+    elif name in ("read_cache_mb", "ensure_diskfree"):
         values[name] = _int(name, need(), minimum=0)
     elif name == "no_check_certificate":
         values["verify_tls"] = False

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,28 @@ def session_passwd(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def s3c(s3_server: S3Server) -> Any:
     """A boto3 client for the session's server, shareable by module-scoped fixtures."""
     return s3_server.client(ACCESS_KEY, SECRET_KEY)
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
+    """Mounts a tmpfs under the test's directory: `make(name, options)` (mount -o), for
+    a spool disk that is small, full or read-only; skips where tmpfs cannot be mounted."""
+    mounted: list[Path] = []
+
+    def make(name: str, options: str) -> Path:
+        path = tmp_path / name
+        path.mkdir()
+        r = subprocess.run(
+            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
+        )
+        if r.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
+        mounted.append(path)
+        return path
+
+    yield make
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def make_bucket(client: Any) -> str:

@@ -20,7 +20,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,26 +280,6 @@ def test_passwd_file_symlink_fifo_directory_binary(s3_server, bucket, tmp_path):
 
 
 # --- the spool directory ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def tmpfs(tmp_path: Path) -> Iterator[Callable[[str, str], Path]]:
-    mounted: list[Path] = []
-
-    def make(name: str, options: str) -> Path:
-        path = tmp_path / name
-        path.mkdir()
-        r = subprocess.run(
-            ["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True
-        )
-        if r.returncode != 0:
-            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.decode().strip()}")
-        mounted.append(path)
-        return path
-
-    yield make
-    for path in mounted:
-        subprocess.run(["umount", "-l", str(path)], capture_output=True)
 
 
 def test_unusable_spool_directory_exits_73(s3_server, pw, bucket, tmp_path, tmpfs):

@@ -162,7 +162,7 @@ def test_a_file_read_all_over_is_fetched_in_regions_once_the_round_trips_add_up(
     later reads there make no GET."""
     engine, proxy, etag = rig
     proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.05))  # a network's round trip
-    disk = Disk(str(tmp_path), Budget(64 * MIB))
+    disk = Disk(str(tmp_path), Budget(64 * MIB), min_free=0)
     reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), 8 * MIB, disk)
     engine.head("obj")  # the link's round trip, as a lookup would show it
     offsets = [b * MIB for b in (20, 2, 11, 5, 17, 8, 23, 14, 1, 19, 6, 12, 3, 21, 9)]
@@ -196,7 +196,7 @@ def test_a_file_read_all_over_is_fetched_in_regions_once_the_round_trips_add_up(
 def test_regions_stay_within_the_disk_budget(rig, tmp_path):
     engine, proxy, etag = rig
     proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.05))
-    disk = Disk(str(tmp_path), Budget(8 * MIB))  # one region of 8 MiB
+    disk = Disk(str(tmp_path), Budget(8 * MIB), min_free=0)  # one region of 8 MiB
     reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), 8 * MIB, disk)
     for b in (20, 2, 11, 5, 17, 8, 23, 14, 1, 19):
         assert reader.read(b * MIB, MIB) == DATA[b * MIB : (b + 1) * MIB]
@@ -216,7 +216,7 @@ def test_a_region_of_a_replaced_object_fails_with_estale_and_gives_its_disk_back
     proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.05))
     # One GET of the backlog in flight at a time: most of the file is still queued when
     # the object is replaced.
-    disk = Disk(str(tmp_path), Budget(64 * MIB), Backlog(most=1))
+    disk = Disk(str(tmp_path), Budget(64 * MIB), Backlog(most=1), min_free=0)
     reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), 8 * MIB, disk)
     engine.head("obj")
     for b in (20, 2, 11, 5, 17, 8, 23, 14):

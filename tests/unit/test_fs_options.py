@@ -66,6 +66,9 @@ def test_read_memory_and_disk_options():
     assert (o.readahead_mb, o.read_cache_mb) == (128, 1024)
     o = parse_args([*BASE, "-o", "readahead_mb=32,read_cache_mb=0"])
     assert (o.readahead_mb, o.read_cache_mb) == (32, 0)
+    assert o.ensure_diskfree is None and o.ignored == ()
+    o = parse_args([*BASE, "-o", "ensure_diskfree=0"])
+    assert o.ensure_diskfree == 0 and o.ignored == ()
 
 
 def test_debug_flag():
@@ -87,6 +90,7 @@ def test_debug_flag():
         ("dbglevel=loud", "dbglevel"),
         ("read_cache_mb=-1", "at least 0"),
         ("read_cache_mb=lots", "read_cache_mb=lots"),
+        ("ensure_diskfree=-1", "at least 0"),
     ],
 )
 def test_malformed_values(opt, needle):

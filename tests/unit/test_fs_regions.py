@@ -6,6 +6,7 @@ a stand-in here (the real engine's are tested in tests/integration/test_reader.p
 from __future__ import annotations
 
 import itertools
+import tempfile
 from concurrent.futures import Future
 
 from run_s3fs.fs.core.blocks import Backlog, Budget, Disk
@@ -13,6 +14,9 @@ from run_s3fs.fs.core.regions import Regions
 from run_s3fs.fs.engine import Body
 
 MIB = 1024 * 1024
+# A real directory: whether the disk has room is asked of its filesystem (statvfs);
+# nothing is written there (the fake link keeps the bytes).
+SPILL = tempfile.gettempdir()
 
 
 class Link:
@@ -43,7 +47,7 @@ class Link:
     def get_range_async(
         self, key: str, start: int, length: int, etag: str = "", spill: str | None = None
     ) -> Future[Body]:
-        assert spill == "/spill" and etag == "E"
+        assert spill == SPILL and etag == "E"
         self.gets.append((start, start + length))
         done: Future[Body] = Future()
         done.set_result(Body.of(b"\0" * length))
@@ -51,7 +55,7 @@ class Link:
 
 
 def regions(link: Link, disk: int = 64 * MIB, size: int = 32 * MIB) -> Regions:
-    return Regions(link, "k", "E", size, Disk("/spill", Budget(disk)), 8 * MIB)  # type: ignore[arg-type]
+    return Regions(link, "k", "E", size, Disk(SPILL, Budget(disk), min_free=0), 8 * MIB)  # type: ignore[arg-type]
 
 
 def test_misses_pay_until_their_cost_adds_up_to_the_whole_fetch_then_the_file_comes():
@@ -93,7 +97,7 @@ def test_the_region_of_a_costly_server_comes_in_its_blocks_alone():
 def test_regions_take_the_disk_budget_and_give_it_back():
     link = Link(wait=1.0, whole=0.0)  # worth it at once
     disk = Budget(16 * MIB)
-    r = Regions(link, "k", "E", 32 * MIB, Disk("/spill", disk), 8 * MIB)  # type: ignore[arg-type]
+    r = Regions(link, "k", "E", 32 * MIB, Disk(SPILL, disk, min_free=0), 8 * MIB)  # type: ignore[arg-type]
     assert r.missed(0, MIB) is not None
     assert r.missed(8 * MIB, 9 * MIB) is not None
     assert r.missed(16 * MIB, 17 * MIB) is None  # no room: the reader fetches its own
@@ -161,7 +165,7 @@ def test_a_dropped_get_is_never_sent():
 
 def test_a_read_that_comes_to_a_queued_block_has_its_own_range_cut_out_and_sent():
     link = Pending()
-    disk = Disk("/spill", Budget(64 * MIB), Backlog(most=1))
+    disk = Disk(SPILL, Budget(64 * MIB), Backlog(most=1), min_free=0)
     r = Regions(link, "k", "E", 32 * MIB, disk, 8 * MIB)  # type: ignore[arg-type]
     assert r.missed(0, MIB) is not None  # sent: its own pieces, then one of the rest
     quarters = [(i * MIB // 4, (i + 1) * MIB // 4) for i in range(4)]

@@ -3,6 +3,7 @@ budgets that bound them, for a mount's readers together."""
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -90,15 +91,41 @@ class Backlog:
             self._pending.pop(out, None)
 
 
+# The spool's files share the directory's filesystem, and a write that finds it full
+# fails: kept bytes are only a faster read, so unless told (ensure_diskfree) they leave
+# at least this much free, or a tenth of the filesystem if that is more.
+MIN_FREE = 1024 * 1024 * 1024
+
+
 @dataclass(frozen=True)
 class Disk:
     """Where a mount's readers keep what they fetch to keep (regions.py): nameless files
     in `directory` (the spool's: private, local), `budget.limit` bytes at most, fetched
-    through one `backlog`."""
+    through one `backlog`, and never so many that the filesystem has less than
+    `min_free` bytes free for the spool (None: MIN_FREE, or a tenth of it if more)."""
 
     directory: str
     budget: Budget
     backlog: Backlog = field(default_factory=Backlog)
+    min_free: int | None = None
+
+    def take(self, size: int) -> bool:
+        """Reserve `size` bytes to keep, if the budget and the filesystem have room: what
+        is reserved and not yet written counts as used (conservative: some of it is)."""
+        try:
+            fs = os.statvfs(self.directory)
+        except OSError:
+            return False
+        free = fs.f_bavail * fs.f_frsize
+        floor = self.min_free
+        if floor is None:
+            floor = max(MIN_FREE, fs.f_blocks * fs.f_frsize // 10)
+        if (fs.f_files and fs.f_favail < 1) or free - self.budget.used - size < floor:
+            return False
+        return self.budget.take(size, needed=False)
+
+    def give(self, size: int) -> None:
+        self.budget.give(size)
 
 
 @dataclass(eq=False)
@@ -109,3 +136,4 @@ class Block:
     end: int
     data: Future[Body]
     used: bool = False  # a read asked for it
+    kept: bool = False  # bound for disk (regions.py), not memory

@@ -56,6 +56,7 @@ class FsSettings:
     retry_interval: float = 30.0  # background retries of failed uploads
     readahead_bytes: int = 128 * 1024 * 1024  # read blocks held by all readers at once
     read_cache_bytes: int = 1024 * 1024 * 1024  # regions on disk of files read all over
+    read_cache_min_free: int | None = None  # what they leave free there (None: Disk's rule)
     max_seen_etags: int = 100_000
 
 
@@ -95,7 +96,11 @@ class Filesystem:
         self.root_attr = settings.root_attr
         self.files = OpenFiles()
         self.budget = Budget(settings.readahead_bytes)
-        self.disk = Disk(settings.spool_dir, Budget(settings.read_cache_bytes))
+        self.disk = Disk(
+            settings.spool_dir,
+            Budget(settings.read_cache_bytes),
+            min_free=settings.read_cache_min_free,
+        )
         self.renamer = Renamer(engine, namespace, self.files, self.after_upload)
         # path → ETag when the kernel last cached its pages (for keep_cache).
         self._seen_etags: Bounded[str, str] = Bounded(settings.max_seen_etags)

@@ -28,6 +28,7 @@ and just behind the readers); past it, a reader fetches only what it is asked fo
 from __future__ import annotations
 
 import errno
+import logging
 import threading
 from collections import deque
 from concurrent.futures import Future
@@ -35,6 +36,8 @@ from concurrent.futures import Future
 from run_s3fs.fs.core.blocks import Block, Budget, Disk
 from run_s3fs.fs.core.regions import Regions
 from run_s3fs.fs.engine import Body, Engine, Piece, joined
+
+log = logging.getLogger("run_s3fs.fs.read")
 
 MIB = 1024 * 1024
 MIN_BLOCK = 256 * 1024  # the least fetched for a block ahead (a read's own is exact)
@@ -119,10 +122,14 @@ class Reader:
             return [Piece(Body.of(b""), 0, 0)]
         with self._lock:
             blocks = self._plan(offset, end)
-        if blocks is None:
-            body = self._alone(offset, end)
-            return [Piece(body, 0, len(body))]
-        return self._gather(blocks, offset, end)
+        if blocks is not None:
+            try:
+                return self._gather(blocks, offset, end)
+            except OSError as e:
+                if not self._off_disk(blocks, e):
+                    raise
+        body = self._alone(offset, end)
+        return [Piece(body, 0, len(body))]
 
     def close(self) -> None:
         with self._lock:
@@ -208,6 +215,22 @@ class Reader:
             start = max(offset - block.start, 0)
             parts.append(Piece(data, start, max(min(end - block.start, len(data)), start)))
         return parts
+
+    def _off_disk(self, blocks: list[Block], error: OSError) -> bool:
+        """Whether kept blocks failed for want of the disk, not of S3 (no answer from
+        it, nor a version changed): the file's regions are then turned off, and the
+        read goes on without them."""
+        if not any(b.kept for b in blocks) or getattr(error, "status", 0):
+            return False
+        if error.errno == errno.ESTALE:
+            return False
+        with self._lock:
+            regions, self._regions = self._regions, None
+            if regions is not None:
+                regions.close()
+        if regions is not None:
+            log.warning("%s: read without keeping it on disk from now on: %s", self.key, error)
+        return True
 
     def _forget(self, block: Block) -> None:
         with self._lock:

@@ -26,9 +26,12 @@ else in the block that holds it (a server that charges per request). The rest of
 region goes through the mount's backlog (`Disk.backlog`, blocks.py), a bounded number
 in flight; a later read that comes to a block still queued there has its own range cut
 out and sent at once, so it never waits behind the region's other GETs. The regions of
-all open files together take at most `Disk.budget` bytes (`read_cache_mb`): a file
-larger than that has the regions that fit, and past them a read fetches what it needs,
-as before. They go when their file is closed or changes version.
+all open files together take at most `Disk.budget` bytes (`read_cache_mb`), and leave
+the spool's filesystem room for writes (`Disk.take`): a file larger than that has the
+regions that fit, and past them a read fetches what it needs, as before. They go when
+their file is closed or changes version. Where the disk fails them all the same (it
+filled up meanwhile), the reader turns them off and fetches what it reads (reader.py):
+kept bytes make reads faster, never an error.
 
 Not thread-safe: the reader calls it under its own lock, and never waits in it.
 """
@@ -115,7 +118,7 @@ class Regions:
             start, stop = n * self.region, min(self.size, (n + 1) * self.region)
             if n in self._held:
                 continue
-            if not self.disk.budget.take(stop - start, needed=False):
+            if not self.disk.take(stop - start):
                 if first <= n <= last:
                     return None  # no room for the read's own: it fetches what it asks
                 break
@@ -140,7 +143,7 @@ class Regions:
         # files go with them.
         for b in held:
             self.disk.backlog.drop(b.data)
-        self.disk.budget.give(held[-1].end - held[0].start)
+        self.disk.give(held[-1].end - held[0].start)
 
     def _fetch(self, start: int, stop: int, offset: int, end: int) -> list[Block]:
         """The blocks of region [start, stop), those holding [offset, end) sent now."""
@@ -161,7 +164,7 @@ class Regions:
         for s, e in spans:
             if (s, e) not in data:
                 data[s, e] = self.disk.backlog.add(lambda s=s, e=e: self._get(s, e))
-        return [Block(s, e, data[s, e]) for s, e in spans]
+        return [Block(s, e, data[s, e], kept=True) for s, e in spans]
 
     def _get(self, start: int, stop: int) -> Future[Body]:
         return self.engine.get_range_async(

@@ -812,10 +812,14 @@ class CrtEngine:
         if length <= 0:
             out.set_result(Body.of(b""))
             return out
-        if spill is None:
-            fd = os.memfd_create("run-s3fs-read", os.MFD_CLOEXEC)
-        else:
-            fd = os.open(spill, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        try:
+            if spill is None:
+                fd = os.memfd_create("run-s3fs-read", os.MFD_CLOEXEC)
+            else:
+                fd = os.open(spill, os.O_TMPFILE | os.O_RDWR | os.O_CLOEXEC, 0o600)
+        except OSError as e:
+            out.set_exception(S3Error(e.errno or errno.EIO, f"GET {key}: {e.strerror}", "Local"))
+            return out
         body = Body(fd, 0)  # closes fd once unreferenced, whatever happens below
         inner = self._ranged(
             key, start, length, etag, observe=length, recv_filepath=f"/proc/self/fd/{fd}"
