@@ -81,70 +81,61 @@ def test_kept_blocks_the_disk_cannot_hold_are_read_without_it(
     assert disk.budget.used == 0
 
 
-def test_a_file_read_all_over_leaves_a_small_spool_to_its_writers(
-    s3_server, s3, bucket, slow_link, tmpfs, session_passwd, tmp_path, fuse_ok
-):
+@pytest.fixture
+def read_all_over(s3_server, s3, bucket, slow_link, session_passwd, tmp_path, fuse_ok):
+    """Mounts with a spool directory and options, and reads a 40 MiB file at 40 random
+    offsets (all checked); then `during()` runs with the file still open."""
+    big = os.urandom(40 * MIB)
+    s3.put_object(Bucket=bucket, Key="big.bin", Body=big)
+
+    def run(spool: Path, options: list[str], during) -> None:
+        mount = start_mount(
+            "python",
+            s3_server,
+            bucket,
+            tmp_path / "mnt",
+            session_passwd,
+            [f"url={slow_link.url}", f"tmpdir={spool}", *options],
+        )
+        try:
+            rng = random.Random(8)
+            fd = os.open(mount.path / "big.bin", os.O_RDONLY)
+            try:
+                os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
+                for _ in range(40):
+                    off = rng.randrange(0, len(big) - MIB)
+                    assert os.pread(fd, MIB, off) == big[off : off + MIB], off
+                during(mount.path)
+            finally:
+                os.close(fd)
+        finally:
+            assert mount.stop() == 0
+        assert "Traceback" not in mount.log.read_text()
+
+    return run
+
+
+def test_a_file_read_all_over_leaves_a_small_spool_to_its_writers(read_all_over, s3, bucket, tmpfs):
     """A tmpdir smaller than the file: the random reader's reads are all correct and
     take none of it, and a writer beside it spools and uploads its file."""
-    big = os.urandom(40 * MIB)
-    s3.put_object(Bucket=bucket, Key="big.bin", Body=big)
     spool = tmpfs("spool", "size=32m")
-    mount = start_mount(
-        "python",
-        s3_server,
-        bucket,
-        tmp_path / "mnt",
-        session_passwd,
-        [f"url={slow_link.url}", f"tmpdir={spool}"],
-    )
-    try:
-        rng = random.Random(8)
-        fd = os.open(mount.path / "big.bin", os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-            for _ in range(40):
-                off = rng.randrange(0, len(big) - MIB)
-                assert os.pread(fd, MIB, off) == big[off : off + MIB], off
-            assert used(spool) < MIB
-            payload = os.urandom(24 * MIB)
-            (mount.path / "written.bin").write_bytes(payload)
-        finally:
-            os.close(fd)
-        got = s3.get_object(Bucket=bucket, Key="written.bin")["Body"].read()
-        assert got == payload
-    finally:
-        assert mount.stop() == 0
-    assert "Traceback" not in mount.log.read_text()
+    payload = os.urandom(24 * MIB)
+
+    def write_beside(mnt: Path) -> None:
+        assert used(spool) < MIB
+        (mnt / "written.bin").write_bytes(payload)
+
+    read_all_over(spool, [], write_beside)
+    assert s3.get_object(Bucket=bucket, Key="written.bin")["Body"].read() == payload
 
 
-def test_random_reads_with_room_keep_the_file_on_disk(
-    s3_server, s3, bucket, slow_link, tmpfs, session_passwd, tmp_path, fuse_ok
-):
+def test_random_reads_with_room_keep_the_file_on_disk(read_all_over, tmpfs):
     """The same reader where the file fits (ensure_diskfree=0): it is kept on the
     spool's disk while open, and gone when it closes."""
-    big = os.urandom(40 * MIB)
-    s3.put_object(Bucket=bucket, Key="big.bin", Body=big)
     spool = tmpfs("spool", "size=256m")
-    mount = start_mount(
-        "python",
-        s3_server,
-        bucket,
-        tmp_path / "mnt",
-        session_passwd,
-        [f"url={slow_link.url}", f"tmpdir={spool}", "read_cache_mb=64", "ensure_diskfree=0"],
+    seen: list[int] = []
+    read_all_over(
+        spool, ["read_cache_mb=64", "ensure_diskfree=0"], lambda _mnt: seen.append(used(spool))
     )
-    try:
-        rng = random.Random(9)
-        fd = os.open(mount.path / "big.bin", os.O_RDONLY)
-        try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_RANDOM)
-            for _ in range(40):
-                off = rng.randrange(0, len(big) - MIB)
-                assert os.pread(fd, MIB, off) == big[off : off + MIB], off
-            assert used(spool) >= 8 * MIB
-        finally:
-            os.close(fd)
-    finally:
-        assert mount.stop() == 0
+    assert seen[0] >= 8 * MIB
     assert used(spool) < MIB
-    assert "Traceback" not in mount.log.read_text()
