@@ -21,10 +21,12 @@ class Budget:
         self._used = 0
         self._lock = threading.Lock()
 
-    def take(self, size: int, needed: bool) -> bool:
-        """Reserve `size` bytes; a block the reader needs now is always granted."""
+    def take(self, size: int, needed: bool, room: int | None = None) -> bool:
+        """Reserve `size` bytes; a block the reader needs now is always granted, others
+        only within the limit (and within `room` in all, where the caller has less)."""
         with self._lock:
-            if not needed and self._used + size > self.limit:
+            most = self.limit if room is None else min(self.limit, room)
+            if not needed and self._used + size > most:
                 return False
             self._used += size
             return True
@@ -116,13 +118,14 @@ class Disk:
             fs = os.statvfs(self.directory)
         except OSError:
             return False
-        free = fs.f_bavail * fs.f_frsize
+        if fs.f_files and fs.f_favail < 1:
+            return False
         floor = self.min_free
         if floor is None:
             floor = max(MIN_FREE, fs.f_blocks * fs.f_frsize // 10)
-        if (fs.f_files and fs.f_favail < 1) or free - self.budget.used - size < floor:
-            return False
-        return self.budget.take(size, needed=False)
+        # Checked under the budget's lock, with the reservation: two readers never both
+        # take the last room.
+        return self.budget.take(size, needed=False, room=fs.f_bavail * fs.f_frsize - floor)
 
     def give(self, size: int) -> None:
         self.budget.give(size)

@@ -220,9 +220,8 @@ class Reader:
         """Whether kept blocks failed for want of the disk, not of S3 (no answer from
         it, nor a version changed): the file's regions are then turned off, and the
         read goes on without them."""
-        if not any(b.kept for b in blocks) or getattr(error, "status", 0):
-            return False
-        if error.errno == errno.ESTALE:
+        local = not getattr(error, "status", 0) and error.errno != errno.ESTALE
+        if not (local and any(b.kept for b in blocks)):
             return False
         with self._lock:
             regions, self._regions = self._regions, None
