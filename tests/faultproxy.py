@@ -15,6 +15,10 @@ AuthorizationHeaderMalformed naming the region), with x-amz-bucket-region.
 
 With `sse_c=SseCRules()` (ssec_rules.py) it enforces S3's SSE-C rules, which moto lacks.
 `requests` keeps the latest requests with their headers (names lowercased).
+
+`hold(match)` keeps the answers to the requests it matches from the client (the server
+has answered them) until the hold is released: a GET of one version still in flight
+while the object is replaced, in the order a test chooses.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import urlsplit
@@ -89,6 +94,19 @@ class FaultStats:
             self.in_flight -= 1
 
 
+@dataclass
+class Hold:
+    """Answers held back by the proxy: `reached` is set once one is waiting (its server
+    answer in hand), and none goes on until `release()`."""
+
+    match: Callable[[str, str, dict[str, str]], bool]
+    reached: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)
+
+    def release(self) -> None:
+        self.released.set()
+
+
 class FaultProxy:
     """`FaultProxy(upstream_url).start()`; point clients at `.url`; `.stop()` at the end."""
 
@@ -114,6 +132,7 @@ class FaultProxy:
         self.ranges: deque[int] = deque(maxlen=1000)
         self.requests: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=1000)
         self.sse_c = sse_c
+        self.holds: list[Hold] = []
         self._random = random.Random(seed)
         self._random_lock = threading.Lock()
         self._down = threading.Event()
@@ -143,6 +162,12 @@ class FaultProxy:
 
     def set_rates(self, rates: FaultRates) -> None:
         self.rates = rates
+
+    def hold(self, match: Callable[[str, str, dict[str, str]], bool]) -> Hold:
+        """Hold the answers to requests `match(command, path, headers)` accepts."""
+        held = Hold(match)
+        self.holds.append(held)
+        return held
 
     def _draw(self) -> str | None:
         rates = self.rates
@@ -276,9 +301,13 @@ class FaultProxy:
                 finally:
                     conn.close()
                 proxy.stats.count("forwarded")
+                sent = {k.lower(): v for k, v in headers.items()}
+                for held in proxy.holds:
+                    if held.match(self.command, self.path, sent):
+                        held.reached.set()
+                        held.released.wait(60)
                 extra: list[tuple[str, str]] = []
                 if proxy.sse_c is not None:
-                    sent = {k.lower(): v for k, v in headers.items()}
                     extra = proxy.sse_c.answered(
                         self.command, self.path, sent, response.status, body, payload
                     )

@@ -115,6 +115,20 @@ def version(n: int, size: int) -> bytes:
     return tag + body[len(tag) : size - len(tag)] + tag
 
 
+def switches(data: bytes) -> str:
+    """Where a mix changes from the version it starts with to the one it ends with."""
+    head, tail = (
+        re.fullmatch(rb"<v([0-9]{6})>", data[:9]),
+        re.fullmatch(rb"<v([0-9]{6})>", data[-9:]),
+    )
+    if not (head and tail):
+        return "versions unknown"
+    first, last = version(int(head[1]), len(data)), version(int(tail[1]), len(data))
+    ends = next((i for i in range(len(data)) if data[i] != first[i]), len(data))
+    starts = next((i for i in range(len(data) - 1, -1, -1) if data[i] != last[i]), -1) + 1
+    return f"the first version up to byte {ends:,}, the last from byte {starts:,}"
+
+
 class Reader(threading.Thread):
     def __init__(
         self, path: Path, stop: threading.Event, versions: dict[str, int], where: str
@@ -144,7 +158,8 @@ class Reader(threading.Thread):
             if n is None:
                 self.bad.append(
                     f"a mix on {self.where}: {len(data)} bytes, starts {data[:9]!r}, "
-                    f"ends {data[-9:]!r}, {sorted(set(re.findall(rb'<v[0-9]{{6}}>', data)))}"
+                    f"ends {data[-9:]!r}, {sorted(set(re.findall(rb'<v[0-9]{{6}}>', data)))}, "
+                    f"{switches(data)}"
                 )
                 return
             self.seen.add(n)

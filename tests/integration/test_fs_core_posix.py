@@ -6,11 +6,13 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 from collections.abc import Iterator
 
 import pytest
 from engine_support import make_core
+from faultproxy import FaultProxy
 
 from run_s3fs.fs.core.filesystem import Filesystem
 
@@ -273,6 +275,49 @@ def test_a_file_replaced_after_a_read_fails_with_estale_rather_than_mixing(core,
     core.release(fh)
 
 
+def test_of_two_reads_in_flight_when_the_file_is_replaced_only_one_version_is_delivered(
+    s3_server, s3, bucket, tmp_path
+):
+    # The kernel sends a file's reads several at once. One may still be fetching the
+    # version the file was opened at when another finds it replaced and, nothing of it
+    # having been delivered yet, goes on with the new version: then the first one's
+    # bytes, of the old version, must not be delivered too: it is read again, in the new.
+    size = 16 * MIB
+    old, new = b"o" * size, b"n" * size
+    s3.put_object(Bucket=bucket, Key="r", Body=old)
+    proxy = FaultProxy(s3_server.url).start()
+    held = proxy.hold(
+        lambda command, _path, headers: (
+            command == "GET" and headers.get("range", "").startswith(f"bytes={4 * MIB}-")
+        )
+    )
+    core = make_core(proxy.url, bucket, str(tmp_path))
+    try:
+        fh = core.open("/r", os.O_RDONLY).fh
+        first: list[bytes | int] = []
+
+        def read_first() -> None:
+            try:
+                first.append(bytes(core.read(fh, 4 * MIB, 4096)))
+            except OSError as e:
+                first.append(e.errno)
+
+        reading = threading.Thread(target=read_first)
+        reading.start()
+        assert held.reached.wait(30), "the first read's GET never came"
+        s3.put_object(Bucket=bucket, Key="r", Body=new)  # another client, same size
+        second = bytes(core.read(fh, 12 * MIB, 4096))  # goes on with the new version
+        held.release()
+        reading.join(30)
+        assert second == new[:4096]
+        assert first == [new[:4096]]  # before: the old version's bytes, a mix
+        core.release(fh)
+    finally:
+        held.release()
+        core.engine.close()
+        proxy.stop()
+
+
 def test_an_open_after_a_replacement_gets_the_new_version_while_the_old_is_open(
     s3_server, s3, bucket, tmp_path
 ):
@@ -320,11 +365,29 @@ def test_a_new_version_opened_while_an_older_is_read_through_the_kernels_pages_i
     # drops those the older one left.
     cached = core.open("/p", os.O_RDONLY)
     assert not cached.direct_io and not cached.keep_cache
+    assert bytes(core.read(cached.fh, 0, 300)) == b"2" * 200  # its open has returned
     again = core.open("/p", os.O_RDONLY)
     assert not again.direct_io and again.keep_cache
     for opened in (new, joined, cached, again):
         core.release(opened.fh)
     assert core.files.all() == []
+
+
+def test_an_open_keeps_the_kernels_pages_only_once_the_open_that_dropped_them_returned(
+    core, s3, bucket
+):
+    # The kernel drops a file's pages when an open that does not keep them returns to
+    # its caller, after our answer. Another open answered meanwhile must not keep them:
+    # its reader could read the old pages before they go, and the rest from us (before:
+    # kept, and test_concurrency's readers saw two versions in one read).
+    s3.put_object(Bucket=bucket, Key="k", Body=b"k" * 100)
+    first = core.open("/k", os.O_RDONLY)
+    second = core.open("/k", os.O_RDONLY)
+    assert not first.keep_cache and not second.keep_cache
+    core.release(second.fh)  # released unread: its open may never have returned
+    assert not core.open("/k", os.O_RDONLY).keep_cache
+    assert bytes(core.read(first.fh, 0, 100)) == b"k" * 100  # first's open has returned
+    assert core.open("/k", os.O_RDONLY).keep_cache
 
 
 def test_an_open_of_a_file_written_here_shares_its_unsaved_content(core, s3, bucket):

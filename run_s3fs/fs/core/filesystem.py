@@ -102,8 +102,13 @@ class Filesystem:
             min_free=settings.read_cache_min_free,
         )
         self.renamer = Renamer(engine, namespace, self.files, self.after_upload)
-        # path → ETag when the kernel last cached its pages (for keep_cache).
+        # path → the ETag of the version the kernel's pages of it hold, if any (for
+        # keep_cache). An open that makes the kernel drop its pages names its version
+        # here only once the kernel has dropped them, which it does before that open
+        # returns to its caller: at the handle's first read. Until then another open
+        # must not keep the pages: it could read the old ones meanwhile.
         self._seen_etags: Bounded[str, str] = Bounded(settings.max_seen_etags)
+        self._dropping: dict[int, str] = {}  # handle → the ETag its open names (above)
         self._lock = threading.Lock()
         # A directory marker's read-modify-write (set_meta, save_dir_times) is one step.
         self._marker_lock = threading.Lock()
@@ -488,8 +493,8 @@ class Filesystem:
         if attr.is_dir:
             raise error(errno.EISDIR)
         f, fh = self._open_file(path, attr, False, replaces)
-        if first and f.attr.etag == attr.etag:
-            f.seed(first)
+        if first:
+            f.seed(first, attr.etag)
         if flags & os.O_TRUNC and f.attr.size:
             f.truncate(0)
             self.ns.changed(path, exists=True)
@@ -503,11 +508,19 @@ class Filesystem:
             return Opened(fh, keep_cache=False, direct_io=True)
         etag = f.attr.etag
         keep = bool(etag) and self._seen_etags.get(path) == etag
-        if etag:
-            self._seen_etags.put(path, etag)
         if not keep:
             f.cache_clean = True  # the kernel drops the pages it has of the file now
+            if etag:
+                with self._lock:
+                    self._dropping[fh] = etag
         return Opened(fh, keep_cache=keep, direct_io=False)
+
+    def _dropped(self, fh: int, f: OpenFile) -> None:
+        """Handle `fh`'s open has returned: the kernel holds no pages older than it."""
+        with self._lock:
+            etag = self._dropping.pop(fh, None)
+        if etag is not None and etag == f.attr.etag:
+            self._seen_etags.put(f.path, etag)
 
     def read(self, fh: int, offset: int, size: int) -> bytes | memoryview:
         return joined(self.read_pieces(fh, offset, size))
@@ -515,20 +528,23 @@ class Filesystem:
     def read_pieces(self, fh: int, offset: int, size: int) -> list[Piece]:
         """read(), as pieces of the blocks that hold the bytes (no copy made here)."""
         f = self.files.handle(fh)
-        try:
-            return f.read(offset, size)
-        except OSError as e:
+        if self._dropping:
+            self._dropped(fh, f)
+
+        def current() -> Attr:
             # Opened with attributes up to kernel_timeout old, or replaced between the
-            # open and its first read: nothing was read yet, so the new version may be
-            # read instead of failing (once).
-            if e.errno != errno.ESTALE:
-                raise
-            self.ns.forget(f.path)  # the next open asks S3 afresh
-            if not f.renewable:
-                raise  # a reader saw (or the kernel holds) the old version: no mix
-            if not f.renew(self.ns.lookup(f.path)):
-                raise
-            return f.read(offset, size)
+            # open and its first read: the new version may be read instead (f.read),
+            # and the kernel's pages will be the new version's.
+            self.ns.forget(f.path)
+            self._seen_etags.pop(f.path)
+            return self.ns.lookup(f.path)
+
+        try:
+            return f.read(offset, size, current)
+        except OSError as e:
+            if e.errno == errno.ESTALE:
+                self.ns.forget(f.path)  # the next open asks S3 afresh
+            raise
 
     def write(self, fh: int, data: bytes, offset: int) -> int:
         return self.write_from(fh, offset, lambda fd, at: os.pwrite(fd, data, at))
@@ -586,6 +602,9 @@ class Filesystem:
         raised only if `report` (FUSE's release has nobody to tell)."""
         with self._lock:
             self._writers.discard(fh)
+            # Never read: whether its open returned to its caller (and the kernel dropped
+            # the pages) is unknown (an interrupted open is released unseen).
+            self._dropping.pop(fh, None)
         f, last = self.files.drop_handle(fh)
         if not last:
             return

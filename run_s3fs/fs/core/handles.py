@@ -75,6 +75,7 @@ class OpenFile:
         self.kept: str | None = None  # the spool's name in unsaved/ while uploads fail
         self._reader: Reader | None = None
         self.delivered = False  # some read returned bytes of this version
+        self.renewals = 0  # how many times reads went on with a newer version (read)
         # The kernel was told to drop its pages of the file when it was opened, so it
         # holds none of another version: only then may a first read go on with a new one.
         self.cache_clean = False
@@ -102,13 +103,28 @@ class OpenFile:
             )
         return r
 
-    def seed(self, data: bytes) -> None:
-        """The object's first bytes, fetched along with its headers at open."""
+    def seed(self, data: bytes, etag: str) -> None:
+        """The object's first bytes, fetched along with its headers at open: kept if
+        they are of the version this file reads (the check is under the lock that
+        renewal takes)."""
         with self.lock:
-            if self.spool is None and data:
+            if self.spool is None and data and self.attr.etag == etag:
                 self.reader().seed(data)
 
-    def read(self, offset: int, size: int) -> list[Piece]:
+    def read(self, offset: int, size: int, current: Callable[[], Attr]) -> list[Piece]:
+        """The bytes at [offset, offset+size). If the version this file was opened at
+        was replaced before any of it was delivered, the read goes on with the object's
+        `current()` version instead of failing (once, and only at the same size)."""
+        renewals = self.renewals
+        try:
+            return self._read(offset, size, renewals)
+        except OSError as e:
+            if e.errno != errno.ESTALE or not self._renew(renewals, current):
+                raise
+        return self._read(offset, size, self.renewals)
+
+    def _read(self, offset: int, size: int, renewals: int) -> list[Piece]:
+        """A read of the version that `renewals` renewals made current."""
         with self.lock:
             if self.spool is not None:
                 data = os.pread(self.spool.fileno(), size, offset)
@@ -117,7 +133,12 @@ class OpenFile:
         # Not under the file's lock: the kernel's read-ahead comes as several reads at
         # once, and they overlap (a write meanwhile is not ordered with them anyway).
         pieces = reader.pieces(offset, size)
-        self.delivered = True
+        with self.lock:
+            # Delivered here, under the lock that renewal takes: once a read went on with
+            # a newer version, no bytes of an older one may follow.
+            if self.renewals != renewals:
+                raise OSError(errno.ESTALE, "the object was replaced while being read")
+            self.delivered = True
         return pieces
 
     @property
@@ -133,17 +154,24 @@ class OpenFile:
         another version may take its place without anyone seeing both."""
         return not self.delivered and self.cache_clean and self.spool is None
 
-    def renew(self, attr: Attr) -> bool:
-        """Go on with the object's version `attr` after the one this file was opened at
-        was replaced: only while renewable, and at the same size (the kernel sized its
-        reads by the old one)."""
+    def _renew(self, renewals: int, current: Callable[[], Attr]) -> bool:
+        """Whether a read that found its version replaced may be read again: another
+        read went on with a newer one meanwhile, or this one may (see renewable)."""
         with self.lock:
-            if not self.renewable or attr.size != self.attr.size:
+            if self.renewals != renewals:
+                return True
+            if not self.renewable:
                 return False
-            if attr.etag == self.attr.etag:
-                return False  # not replaced after all: the error stands
+        attr = current()  # a request: not under the lock
+        with self.lock:
+            if self.renewals != renewals:
+                return True
+            # (Same size only: the kernel sized its reads by the old one.)
+            if not self.renewable or attr.size != self.attr.size or attr.etag == self.attr.etag:
+                return False  # delivered meanwhile, or not replaced after all
             self._drop_reader()
             self.attr = replace(self.attr, etag=attr.etag, mtime_ns=attr.mtime_ns)
+            self.renewals += 1
             return True
 
     def _drop_reader(self) -> None:
