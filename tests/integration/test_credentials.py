@@ -360,7 +360,9 @@ def test_a_failed_refresh_keeps_the_current_credentials_until_they_expire(imds, 
     """IMDS goes away after the first fetch: get() goes on handing out the credentials it
     has (they are still valid), warns, and tries again later; only once they have expired
     does it raise."""
-    server = imds(Issuer(ACCESS, SECRET, lifetime=3))
+    # (Long enough that the refresh, due at half of it, fails well before the deadline
+    # below on a busy machine too.)
+    server = imds(Issuer(ACCESS, SECRET, lifetime=5))
     env = {"AWS_EC2_METADATA_SERVICE_ENDPOINT": server.url}
     source = open_source(classify(env, imds=True), env)
     first = source.get()
