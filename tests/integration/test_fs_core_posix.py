@@ -390,6 +390,29 @@ def test_an_open_keeps_the_kernels_pages_only_once_the_open_that_dropped_them_re
     assert core.open("/k", os.O_RDONLY).keep_cache
 
 
+def test_a_file_one_handle_read_through_kept_pages_never_goes_on_with_a_new_version(
+    core, s3, bucket
+):
+    # A handle that kept the kernel's pages may have read some of them, which we never
+    # see. A later open that drops the pages (here the path's entry went with a rename)
+    # must not make the file renewable: that reader would go on in another version.
+    s3.put_object(Bucket=bucket, Key="a", Body=b"1" * (2 * MIB))
+    first = core.open("/a", os.O_RDONLY).fh
+    assert bytes(core.read(first, 0, 10)) == b"1" * 10
+    core.release(first)
+    kept = core.open("/a", os.O_RDONLY)
+    assert kept.keep_cache  # its reader reads the kernel's pages, not through us
+    core.rename("/a", "/b")
+    dropping = core.open("/b", os.O_RDONLY)
+    assert not dropping.keep_cache
+    s3.put_object(Bucket=bucket, Key="b", Body=b"2" * (2 * MIB))  # another client
+    with pytest.raises(OSError) as e:
+        core.read(kept.fh, MIB, 4096)  # before: b"2" * 4096, after pages of b"1"
+    assert e.value.errno == errno.ESTALE
+    core.release(kept.fh)
+    core.release(dropping.fh)
+
+
 def test_an_open_of_a_file_written_here_shares_its_unsaved_content(core, s3, bucket):
     s3.put_object(Bucket=bucket, Key="w", Body=b"old")
     writer = core.open("/w", os.O_RDWR).fh

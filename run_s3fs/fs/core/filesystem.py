@@ -504,15 +504,14 @@ class Filesystem:
         if self.files.is_direct(fh):
             # The kernel's pages are an older version's, still read: read around them,
             # and leave _seen_etags naming theirs.
-            f.cache_clean = True
+            f.opened(keep_cache=False)
             return Opened(fh, keep_cache=False, direct_io=True)
         etag = f.attr.etag
         keep = bool(etag) and self._seen_etags.get(path) == etag
-        if not keep:
-            f.cache_clean = True  # the kernel drops the pages it has of the file now
-            if etag:
-                with self._lock:
-                    self._dropping[fh] = etag
+        f.opened(keep_cache=keep)
+        if not keep and etag:
+            with self._lock:
+                self._dropping[fh] = etag
         return Opened(fh, keep_cache=keep, direct_io=False)
 
     def _dropped(self, fh: int, f: OpenFile) -> None:

@@ -76,9 +76,11 @@ class OpenFile:
         self._reader: Reader | None = None
         self.delivered = False  # some read returned bytes of this version
         self.renewals = 0  # how many times reads went on with a newer version (read)
-        # The kernel was told to drop its pages of the file when it was opened, so it
-        # holds none of another version: only then may a first read go on with a new one.
-        self.cache_clean = False
+        # What the opens told the kernel to do with its pages of the file: "dropped"
+        # while every open dropped them or read around them (then it holds none of
+        # another version, and a first read may go on with a new one); "kept" once one
+        # kept them (its reader may have read pages we never delivered), for good.
+        self.pages = "unknown"
         # The spool holds what was written from nothing (a new or emptied file), so it
         # may be streamed up from its first byte while written; `stream` is that upload.
         self.streamable = new
@@ -152,7 +154,15 @@ class OpenFile:
     def renewable(self) -> bool:
         """Nothing of this version was read (here or from the kernel's pages) or written:
         another version may take its place without anyone seeing both."""
-        return not self.delivered and self.cache_clean and self.spool is None
+        return not self.delivered and self.pages == "dropped" and self.spool is None
+
+    def opened(self, keep_cache: bool) -> None:
+        """A handle was opened that keeps the kernel's pages, or not (see pages)."""
+        with self.lock:
+            if keep_cache:
+                self.pages = "kept"
+            elif self.pages == "unknown":
+                self.pages = "dropped"
 
     def _renew(self, renewals: int, current: Callable[[], Attr]) -> bool:
         """Whether a read that found its version replaced may be read again: another
