@@ -15,5 +15,6 @@ A cache, reader or table lock is never held while waiting for S3. A file's lock 
 upload's write waits there for room among the parts in flight, which the engine's
 threads free without taking any lock of the core), and so may
 the marker lock (a chmod of a directory and the lazy store of its mtime must not undo
-each other); reads wait for their bytes outside every lock.
+each other); reads wait for their bytes outside every lock (a read takes its file's
+lock only to find its reader and, once it has the bytes, to deliver them: handles.py).
 """
