@@ -115,12 +115,13 @@ def version(n: int, size: int) -> bytes:
     return tag + body[len(tag) : size - len(tag)] + tag
 
 
+# The tag `version` puts at both ends of a version (9 bytes), its number as the group.
+TAG = re.compile(rb"<v([0-9]{6})>")
+
+
 def switches(data: bytes) -> str:
     """Where a mix changes from the version it starts with to the one it ends with."""
-    head, tail = (
-        re.fullmatch(rb"<v([0-9]{6})>", data[:9]),
-        re.fullmatch(rb"<v([0-9]{6})>", data[-9:]),
-    )
+    head, tail = TAG.fullmatch(data[:9]), TAG.fullmatch(data[-9:])
     if not (head and tail):
         return "versions unknown"
     first, last = version(int(head[1]), len(data)), version(int(tail[1]), len(data))
@@ -158,7 +159,7 @@ class Reader(threading.Thread):
             if n is None:
                 self.bad.append(
                     f"a mix on {self.where}: {len(data)} bytes, starts {data[:9]!r}, "
-                    f"ends {data[-9:]!r}, {sorted(set(re.findall(rb'<v[0-9]{{6}}>', data)))}, "
+                    f"ends {data[-9:]!r}, tags of {sorted(set(TAG.findall(data)))}, "
                     f"{switches(data)}"
                 )
                 return
