@@ -130,6 +130,7 @@ class FaultProxy:
         self.seen: deque[str] = deque(maxlen=1000)
         # The bytes each ranged GET asked for, in the same order (for read-ahead tests).
         self.ranges: deque[int] = deque(maxlen=1000)
+        self.spans: deque[tuple[int, int]] = deque(maxlen=1000)  # (first byte, last byte)
         self.requests: deque[tuple[str, str, dict[str, str]]] = deque(maxlen=1000)
         self.sse_c = sse_c
         self.holds: list[Hold] = []
@@ -255,6 +256,7 @@ class FaultProxy:
                 asked = re.fullmatch(r"bytes=(\d+)-(\d+)", self.headers.get("Range", ""))
                 if asked:
                     proxy.ranges.append(int(asked[2]) - int(asked[1]) + 1)
+                    proxy.spans.append((int(asked[1]), int(asked[2])))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 proxy.requests.append((self.command, self.path, headers))
                 if proxy._down.is_set():

@@ -145,8 +145,8 @@ class Link:
 
     A block should be big enough that the wait is a small part of its transfer (4 x the
     bandwidth-delay product), and small enough that the window holds as many GETs as it
-    takes to fill the pipe: one when a connection carries GB/s (a local server, where
-    each request may cost much: few large GETs), sixteen where it carries 80 MB/s (S3)."""
+    takes to fill the pipe: two where each request costs the server much (few large
+    GETs), eight of 8 MiB on a local server or an S3-like link."""
 
     TARGET = 1.5e9  # bytes/s worth aiming at: about what FUSE streams here
     SAMPLES = 32
@@ -158,6 +158,12 @@ class Link:
     # server does not need larger ones, but many small GETs cost CPU at both ends.
     PART = 8 * MIB
     MOST_IN_FLIGHT = 16
+    # A window is cut in no more blocks than this, at least PART each where it is that
+    # large (64 MiB: eight of 8 MiB, mountpoint-s3's parts). Sixteen of 4 MiB read a
+    # 64 MiB object no faster on the S3-like link (the read path alone: 286-309 MB/s
+    # against 296-326), twice the GETs for a server that charges per request (moto:
+    # 64 MB/s against 92-105) or bills them (S3).
+    WINDOW_BLOCKS = 8
     CROWD = 4  # requests in flight past which a GET's time is not observed
     NETWORK_WAIT = 0.005  # seconds to a first byte: past this, a network, not loopback
 
@@ -225,11 +231,10 @@ class Link:
         return 0.0 if self.busy else size / (max(self.rate, 1.0) * self.pieces(size))
 
     def in_flight(self) -> int:
-        """How many GETs a read-ahead window keeps in flight: as many as it takes to
-        reach TARGET at one connection's rate. Where each GET waits for its first byte
-        (a network), a window of a given size goes faster as more, smaller GETs (16 of
-        4 MiB beat 8 of 8 on the S3-like link); on a local server a connection's rate is
-        the CPU's, and more GETs only add to its work."""
+        """How many GETs are worth having in flight at once (a file's regions, through
+        the backlog; a read-ahead window's blocks are at most WINDOW_BLOCKS of them): as
+        many as it takes to reach TARGET at one connection's rate. On a local server a
+        connection's rate is the CPU's, and more GETs only add to its work."""
         if self.busy:
             return 2
         most = self.MOST_IN_FLIGHT if self.ttfb >= self.NETWORK_WAIT else self.MOST_IN_FLIGHT // 2
@@ -257,7 +262,7 @@ class Link:
         for a 256 MiB file instead of 4)."""
         want = self.MOST_IN_FLIGHT * self.PART if self.busy else 4 * self.ttfb * self.rate
         want = max(want, self.PART)
-        cap = window // self.in_flight()
+        cap = window // min(self.in_flight(), self.WINDOW_BLOCKS)
         part = MIB
         while part < want and part * 2 <= cap:
             part *= 2
