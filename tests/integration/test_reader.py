@@ -59,6 +59,7 @@ def test_a_file_read_from_its_start_gets_the_whole_window_from_the_second_read(r
     # (which keeps random readers from fetching ahead) cost a round trip per MiB, and a
     # window doubled from 2 MiB a read at a time, a round trip per step in small GETs.
     engine, proxy, etag = rig
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.02))  # a network's round trip
     reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), max_window=16 * MIB)
     for n in range(2):
         assert reader.read(n * MIB, MIB) == DATA[n * MIB : (n + 1) * MIB]
@@ -74,6 +75,7 @@ def test_a_file_whose_first_two_reads_arrive_swapped_is_read_through_all_the_sam
     # The kernel sends its first two reads of a file together; the second may come
     # first, and the first then looks like a straggler from behind the run.
     engine, proxy, etag = rig
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.02))
     reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), max_window=16 * MIB)
     for n in (1, 0, 2):
         assert reader.read(n * MIB, MIB) == DATA[n * MIB : (n + 1) * MIB]
@@ -81,6 +83,18 @@ def test_a_file_whose_first_two_reads_arrive_swapped_is_read_through_all_the_sam
     while sum(proxy.ranges) < 19 * MIB and time.monotonic() < deadline:
         time.sleep(0.01)
     assert sum(proxy.ranges) >= 3 * MIB + 16 * MIB, sum(proxy.ranges) / MIB
+    reader.close()
+
+
+def test_on_loopback_a_file_read_from_its_start_gets_a_window_that_grows(rig):
+    # A round trip costs nothing there, and a whole window's GETs at once share the
+    # server's CPU: the first blocks came later (rclone serve s3: 382 MB/s against 610).
+    engine, proxy, etag = rig
+    reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB), max_window=16 * MIB)
+    for n in range(2):
+        assert reader.read(n * MIB, MIB) == DATA[n * MIB : (n + 1) * MIB]
+    time.sleep(0.3)
+    assert 4 * MIB <= sum(proxy.ranges) <= 5 * MIB, sum(proxy.ranges) / MIB
     reader.close()
 
 

@@ -213,6 +213,12 @@ class Link:
             return len(self._seen)
 
     @property
+    def network(self) -> bool:
+        """A GET waits for its first byte long enough (NETWORK_WAIT) that a round trip
+        saved is worth fetching more at once: a network, or a busy server."""
+        return self.busy or self.ttfb >= self.NETWORK_WAIT
+
+    @property
     def busy(self) -> bool:
         """Each request costs the server much (see BUSY_SERVER): ask for few, large ones."""
         return self.ttfb > self.BUSY_SERVER
@@ -237,7 +243,7 @@ class Link:
         connection's rate is the CPU's, and more GETs only add to its work."""
         if self.busy:
             return 2
-        most = self.MOST_IN_FLIGHT if self.ttfb >= self.NETWORK_WAIT else self.MOST_IN_FLIGHT // 2
+        most = self.MOST_IN_FLIGHT if self.network else self.MOST_IN_FLIGHT // 2
         return min(most, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
 
     def fetch_seconds(self, size: int, window: int) -> float:
@@ -247,7 +253,7 @@ class Link:
         faster than TARGET. On loopback the connections share the CPU, so the whole
         comes at about one connection's rate (measured on rclone serve s3: 256 MiB in
         0.5-0.6 s, where sixteen connections' rates would say 0.18)."""
-        if not self.busy and self.ttfb < self.NETWORK_WAIT:
+        if not self.network:
             return max(size / max(self.rate, 1.0), size / self.TARGET)
         part = self.part(window)
         rounds = math.ceil(size / (part * self.in_flight()))
@@ -546,6 +552,10 @@ class CrtEngine:
     def costly_requests(self) -> bool:
         """Whether the server's cost per request is high (Link.busy)."""
         return self.link.busy
+
+    def slow_round_trips(self) -> bool:
+        """Whether a round trip saved is worth fetching more at once (Link.network)."""
+        return self.link.network
 
     def suggested_pieces(self, size: int) -> int:
         """In how many ranged GETs to fetch `size` bytes a reader waits for (see Link)."""
