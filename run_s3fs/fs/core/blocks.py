@@ -79,6 +79,14 @@ class Backlog:
         return pending is not None and pending.cancel()
 
     @property
+    def limit(self) -> int:
+        return self._line.limit
+
+    @limit.setter
+    def limit(self, most: int) -> None:
+        self._line.limit = max(1, most)
+
+    @property
     def pending(self) -> int:
         """GETs queued or in flight."""
         with self._lock:

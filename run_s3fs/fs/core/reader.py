@@ -35,7 +35,7 @@ import threading
 from collections import deque
 from concurrent.futures import Future
 
-from run_s3fs.fs.core.blocks import Block, Budget, Disk
+from run_s3fs.fs.core.blocks import Backlog, Block, Budget, Disk
 from run_s3fs.fs.core.regions import Regions
 from run_s3fs.fs.engine import Body, Engine, Piece, joined
 
@@ -100,6 +100,10 @@ class Reader:
         # reader said POSIX_FADV_RANDOM): until one such block goes unread.
         self._follow = True
         self._followed: Block | None = None
+        # A window's blocks go out in order, a few at a time (engine.window_gets): on
+        # loopback a whole window's GETs at once share the server's CPU, and the first
+        # block, which the reader waits for, came only when all did.
+        self._ahead = Backlog(engine.window_gets())
 
     # --- the reader's side ------------------------------------------------------------
 
@@ -190,7 +194,7 @@ class Reader:
             # On loopback a round trip is a fraction of a millisecond: there the window
             # grows, and the first blocks come before the server's CPU is shared among
             # a whole window's GETs.
-            whole = costly or (through and self.engine.slow_round_trips())
+            whole = costly or through
             first = self.max_window if whole else FIRST_WINDOW
             self._window = min(self.max_window, max(2 * self._window, first))
         elif sequential and self._run_start == 0:
@@ -218,6 +222,7 @@ class Reader:
     def _gather(self, blocks: list[Block], offset: int, end: int) -> list[Piece]:
         parts = []
         for block in blocks:
+            self._ahead.hurry(block.data)  # still queued: the reader waits for it now
             try:
                 data = block.data.result()
             except BaseException:
@@ -304,7 +309,13 @@ class Reader:
     def _fetch(self, start: int, end: int, needed: bool) -> Block | None:
         if not self.budget.take(end - start, needed):
             return None
-        data = self.engine.get_range_async(self.key, start, end - start, self.etag)
+        if needed:
+            data = self.engine.get_range_async(self.key, start, end - start, self.etag)
+        else:
+            self._ahead.limit = self.engine.window_gets()
+            data = self._ahead.add(
+                lambda: self.engine.get_range_async(self.key, start, end - start, self.etag)
+            )
         return Block(start, end, data)
 
     def _alone(self, offset: int, end: int) -> Body:
@@ -323,5 +334,8 @@ class Reader:
             self._release(self._blocks.popleft())
 
     def _release(self, block: Block) -> None:
-        # An unfinished GET is left to finish on its own (its bytes are dropped then).
+        # An unfinished GET is left to finish on its own (its bytes are dropped then);
+        # one still queued that no read has planned on is never sent.
+        if not block.used:
+            self._ahead.drop(block.data)
         self.budget.give(block.end - block.start)

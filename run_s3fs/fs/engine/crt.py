@@ -246,6 +246,12 @@ class Link:
         most = self.MOST_IN_FLIGHT if self.network else self.MOST_IN_FLIGHT // 2
         return min(most, max(2, math.ceil(self.TARGET / max(self.rate, 1.0))))
 
+    def window_gets(self) -> int:
+        """How many of a read-ahead window's blocks to have in flight: all of them over
+        a network; two on loopback, where GETs in flight share the server's CPU and the
+        block the reader waits for comes soonest with few beside it."""
+        return self.WINDOW_BLOCKS if self.network and not self.busy else 2
+
     def fetch_seconds(self, size: int, window: int) -> float:
         """About how long `size` bytes take in a `window`'s blocks, `in_flight` at a
         time: each round a block's wait and transfer (on a busy server, the wait: what
@@ -556,6 +562,10 @@ class CrtEngine:
     def slow_round_trips(self) -> bool:
         """Whether a round trip saved is worth fetching more at once (Link.network)."""
         return self.link.network
+
+    def window_gets(self) -> int:
+        """How many of a read-ahead window's GETs to have in flight (Link.window_gets)."""
+        return self.link.window_gets()
 
     def suggested_pieces(self, size: int) -> int:
         """In how many ranged GETs to fetch `size` bytes a reader waits for (see Link)."""
