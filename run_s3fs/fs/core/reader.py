@@ -3,12 +3,13 @@ sequential reader, only what is asked for on random reads.
 
 On S3 one connection carries 50-100 MB/s and each request waits tens of milliseconds
 for its first byte, so throughput comes from several ranged GETs in flight at once.
-A file read through from its start (cat, cp) over a network gets the whole window,
-`max_window`, from its second read: files are mostly read that way, and a window grown
-a read at a time spends round trips in small GETs while the reader waits. Elsewhere
-(a run of reads within a file, or any on loopback, where a round trip costs nothing)
-the window starts at 2 MiB and doubles with each read, so a short run costs little. A
-read elsewhere drops the blocks and fetches just its own range.
+A file read through from its start (cat, cp) gets the whole window, `max_window`, from
+its second read: files are mostly read that way, and a window grown a read at a time
+spends round trips in small GETs while the reader waits. The window's GETs go out in
+order, as many at once as the link is worth (engine.window_gets). A run of reads
+within a file gets a window that starts at 2 MiB and doubles with each read, so a
+short run costs little. A read elsewhere drops the blocks and fetches just its own
+range.
 
 The block size follows the link (engine.suggested_part): big enough that a block's
 first-byte wait is a small part of its transfer, so servers with a high cost per
@@ -191,11 +192,7 @@ class Reader:
             # on each read of a 64 MiB file read through made 37 GETs, 26 of them of
             # 1-2 MiB sent while the reader waited: 204-260 MB/s on the S3-like link
             # against 251-305 with the whole window at once, 32 MB/s on moto against 60.
-            # On loopback a round trip is a fraction of a millisecond: there the window
-            # grows, and the first blocks come before the server's CPU is shared among
-            # a whole window's GETs.
-            whole = costly or through
-            first = self.max_window if whole else FIRST_WINDOW
+            first = self.max_window if costly or through else FIRST_WINDOW
             self._window = min(self.max_window, max(2 * self._window, first))
         elif sequential and self._run_start == 0:
             # The kernel reads ahead of a file read from its start in steps that double

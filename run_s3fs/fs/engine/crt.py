@@ -559,10 +559,6 @@ class CrtEngine:
         """Whether the server's cost per request is high (Link.busy)."""
         return self.link.busy
 
-    def slow_round_trips(self) -> bool:
-        """Whether a round trip saved is worth fetching more at once (Link.network)."""
-        return self.link.network
-
     def window_gets(self) -> int:
         """How many of a read-ahead window's GETs to have in flight (Link.window_gets)."""
         return self.link.window_gets()
