@@ -39,12 +39,11 @@ class Stream:
         """Start the parts that lie whole below `size` (waits while enough are in flight).
         False once the upload has no room for them (S3 takes 10,000 parts): the tail is
         always less than a part, so the last one left is kept for it."""
-        upload = self.upload
-        while size - self.sent >= upload.part_size and not upload.failed:
-            if upload.parts >= MAX_PARTS - 1:
+        part = self.upload.part_size
+        while size - self.sent >= part and not self.upload.failed:
+            if self.upload.parts >= MAX_PARTS - 1:
                 return False
-            part = upload.part_size
-            upload.send_file_part(fd, self.sent, part)
+            self.upload.send_file_part(fd, self.sent, part)
             self.sent += part
         return True
 

@@ -83,7 +83,7 @@ class Upload(Protocol):
     """A multipart upload under way (Engine.begin_upload): nothing is visible under its
     key until complete() returns."""
 
-    part_size: int  # the size to cut its next part in (all but the last ≥ 5 MiB)
+    part_size: int  # the size its parts are best cut in (all but the last ≥ 5 MiB)
 
     @property
     def parts(self) -> int: ...

@@ -972,15 +972,7 @@ class CrtEngine:
         part = max(
             MIN_PART, min(settings.part_size, settings.upload_buffer // settings.parallel_count)
         )
-        return MultipartUpload(
-            self,
-            f"multipart upload of {key}",
-            key,
-            headers,
-            sse_c,
-            part,
-            small_first=settings.parallel_count,
-        )
+        return MultipartUpload(self, f"multipart upload of {key}", key, headers, sse_c, part)
 
     def stream_threshold(self) -> int:
         """The size from which a file being written goes up in parts while it is written."""

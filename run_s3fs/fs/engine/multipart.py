@@ -46,11 +46,9 @@ class MultipartUpload:
         headers: Headers,
         sse_c: CustomerKey | None,
         part_size: int = MIN_PART,
-        small_first: int = 0,
     ) -> None:
         self.engine = engine
-        self._part_size = part_size
-        self._small_first = small_first
+        self.part_size = part_size
         self.what = what
         self.key = key
         self.sse_c = sse_c
@@ -74,14 +72,6 @@ class MultipartUpload:
     @property
     def parts(self) -> int:
         return len(self._parts)
-
-    @property
-    def part_size(self) -> int:
-        """The size to cut the next part in: S3's least for the first `small_first`
-        (a file streamed while written: its upload begins with multipart_threshold
-        written, and a small file's parts, all in flight at close, finish sooner small),
-        then `part_size`."""
-        return MIN_PART if len(self._parts) < self._small_first else self._part_size
 
     @property
     def failed(self) -> bool:
