@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import threading
 import time
 
 import pytest
@@ -213,6 +214,57 @@ def test_a_stream_and_its_fallback_failing_is_eio_and_the_data_stays(
         fs.release(fh)
         assert body(s3, bucket, "e") == data
         assert list((tmp_path / "unsaved").iterdir()) == []
+    finally:
+        fs.engine.close()
+        proxy.stop()
+
+
+def test_the_writer_goes_on_while_the_upload_is_created(s3_server, s3, bucket, tmp_path):
+    # The create is a round trip: the write that begins the stream must not wait for it
+    # (on an S3-like link that was 20-30 ms of every large write's time, under the lock).
+    proxy = FaultProxy(s3_server.url).start()
+    held = proxy.hold(lambda command, path, _headers: command == "POST" and "?uploads" in path)
+    fs = make_core(proxy.url, bucket, str(tmp_path))
+    try:
+        data = os.urandom(14 * MIB)  # two parts, and less than the third: none waits
+        fh = fs.create("/c", 0o644, os.O_WRONLY, 0, 0)
+        writing = threading.Thread(target=write_in_mib, args=(fs, fh, data))
+        writing.start()
+        assert held.reached.wait(30), "the stream never began"
+        writing.join(10)
+        assert not writing.is_alive(), "a write waited for the upload to be created"
+        assert not [r for r in proxy.seen if r.startswith("PUT ")]  # none before its id
+        held.release()
+        fs.flush(fh)
+        fs.release(fh)
+        assert body(s3, bucket, "c") == data
+        assert s3.head_object(Bucket=bucket, Key="c")["ETag"].strip('"').endswith("-3")
+        assert uploads(s3, bucket) == []
+    finally:
+        held.release()
+        fs.engine.close()
+        proxy.stop()
+
+
+def test_a_failed_create_falls_back_to_the_whole_file(s3_server, s3, bucket, tmp_path):
+    proxy = FaultProxy(s3_server.url).start()
+    fs = make_core(proxy.url, bucket, str(tmp_path), retries=0)
+    try:
+        data = os.urandom(12 * MIB)
+        fh = fs.create("/x", 0o644, os.O_WRONLY, 0, 0)
+        write_in_mib(fs, fh, data[: 7 * MIB])
+        proxy.set_rates(FaultRates(error500=1.0))
+        write_in_mib(fs, fh, data[: 8 * MIB], start=7 * MIB)  # the stream begins: no error
+        deadline = time.monotonic() + 10
+        while proxy.stats.error500 < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        proxy.set_rates(FaultRates())
+        assert proxy.stats.error500 == 1  # the create, and nothing after it
+        write_in_mib(fs, fh, data, start=8 * MIB)  # parts of an upload that never was
+        fs.flush(fh)
+        fs.release(fh)
+        assert body(s3, bucket, "x") == data
+        assert uploads(s3, bucket) == []
     finally:
         fs.engine.close()
         proxy.stop()

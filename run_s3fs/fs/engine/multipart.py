@@ -25,7 +25,7 @@ from run_s3fs.fs.engine.errors import S3Error
 from run_s3fs.fs.engine.sse import CustomerKey
 
 if TYPE_CHECKING:
-    from run_s3fs.fs.engine.crt import CrtEngine, Headers
+    from run_s3fs.fs.engine.crt import Answer, CrtEngine, Headers
 
 log = logging.getLogger("run_s3fs.fs.engine")
 
@@ -34,9 +34,12 @@ MIN_PART = 5 * MIB
 
 
 class MultipartUpload:
-    """Created when constructed (one request, in the caller's thread); nothing is
-    visible under `key` until complete() returns. Thread-safe, but parts are numbered in
-    the order they are started, so one writer at a time should start them."""
+    """Created when constructed: the request goes out then, and parts may be started at
+    once; each is sent as soon as the upload id is in (a writer streaming a file goes on
+    writing meanwhile, rather than waiting a round trip for it). A failed create fails
+    every part. Nothing is visible under `key` until complete() returns. Thread-safe,
+    but parts are numbered in the order they are started, so one writer at a time
+    should start them."""
 
     def __init__(
         self,
@@ -52,22 +55,34 @@ class MultipartUpload:
         self.what = what
         self.key = key
         self.sse_c = sse_c
-        created = engine._send(
+        self._created: Future[str] = Future()  # the upload id
+        self._parts: list[Future[str]] = []
+        self._gate = threading.Semaphore(engine.settings.parallel_count)
+        self._lock = threading.Lock()
+        self.closed = False
+        engine._send(
             f"{what}: create",
             "POST",
             key,
             query="uploads",
             headers=headers,
             op="CreateMultipartUpload",
-        ).result()
-        upload_id = xml.find(bytes(created.body), "UploadId")
-        if not upload_id:
-            raise S3Error(errno.EIO, f"{what}: the server gave no upload id")
-        self.upload_id = upload_id
-        self._parts: list[Future[str]] = []
-        self._gate = threading.Semaphore(engine.settings.parallel_count)
-        self._lock = threading.Lock()
-        self.closed = False
+        ).add_done_callback(self._on_created)
+
+    def _on_created(self, answer: Future[Answer]) -> None:
+        try:
+            upload_id = xml.find(bytes(answer.result().body), "UploadId")
+            if not upload_id:
+                raise S3Error(errno.EIO, f"{self.what}: the server gave no upload id")
+        except BaseException as e:
+            self._created.set_exception(e)
+        else:
+            self._created.set_result(upload_id)
+
+    @property
+    def upload_id(self) -> str:
+        """Waits for the create; raises its failure."""
+        return self._created.result()
 
     @property
     def parts(self) -> int:
@@ -75,32 +90,51 @@ class MultipartUpload:
 
     @property
     def failed(self) -> bool:
-        """A part already failed: the upload can only be aborted."""
+        """The create or a part already failed: the upload can only be aborted."""
+        if self._created.done() and self._created.exception() is not None:
+            return True
         with self._lock:
             return any(f.done() and f.exception() is not None for f in self._parts)
 
     def start(self, send: Callable[[str, int], Future[str]]) -> None:
-        """Start the next part: `send(upload_id, number)` sends it and gives its ETag.
-        Waits while `parallel_count` parts are in flight."""
+        """Start the next part: `send(upload_id, number)` sends it (once the upload
+        exists: maybe in a CRT thread, so it must not block) and gives its ETag. Waits
+        while `parallel_count` parts are in flight."""
         self._gate.acquire()
+        self._launch(send)
+
+    def _launch(self, send: Callable[[str, int], Future[str]]) -> Future[str]:
+        """With the gate taken (given back when the part is done, however it ends)."""
         try:
             with self._lock:
                 n = len(self._parts) + 1
-                future = send(self.upload_id, n)
+                future: Future[str] = Future()
                 self._parts.append(future)
         except BaseException:
             self._gate.release()
             raise
         future.add_done_callback(lambda _f: self._gate.release())
 
+        def go(created: Future[str]) -> None:
+            try:
+                sent = send(created.result(), n)
+            except BaseException as e:
+                future.set_exception(e)
+                return
+            sent.add_done_callback(lambda f: _settle(future, f))
+
+        self._created.add_done_callback(go)
+        return future
+
     def send_file_part(self, fd: int, start: int, length: int) -> None:
-        """The next part: `length` bytes of `fd` at `start`. Waits while the engine's
+        """The next part: `length` bytes of `fd` at `start`, read now, in the caller's
+        thread. Waits while `parallel_count` parts are in flight and while the engine's
         upload buffer is full."""
         engine = self.engine
         budget = engine._upload_budget
         part_headers = self.sse_c.headers() if self.sse_c else []
-
-        def send(upload_id: str, n: int) -> Future[str]:
+        self._gate.acquire()
+        try:
             budget.take(length)
             try:
                 data = os.pread(fd, length, start)
@@ -108,22 +142,26 @@ class MultipartUpload:
                     raise S3Error(
                         errno.EIO, f"PUT {self.key}: the file changed size while uploading"
                     )
-                sent = engine._send(
-                    f"upload part {n} of {self.key}",
-                    "PUT",
-                    self.key,
-                    query=f"partNumber={n}&uploadId={_q(upload_id)}",
-                    headers=part_headers,
-                    payload=data,
-                    op="UploadPart",
-                )
             except BaseException:
                 budget.give(length)
                 raise
-            sent.add_done_callback(lambda _f: budget.give(length))
+        except BaseException:
+            self._gate.release()
+            raise
+
+        def send(upload_id: str, n: int) -> Future[str]:
+            sent = engine._send(
+                f"upload part {n} of {self.key}",
+                "PUT",
+                self.key,
+                query=f"partNumber={n}&uploadId={_q(upload_id)}",
+                headers=part_headers,
+                payload=data,
+                op="UploadPart",
+            )
             out: Future[str] = Future()
 
-            def done(f: Future) -> None:
+            def done(f: Future[Answer]) -> None:
                 try:
                     out.set_result(f.result().headers.get("etag", ""))
                 except BaseException as e:
@@ -132,7 +170,7 @@ class MultipartUpload:
             sent.add_done_callback(done)
             return out
 
-        self.start(send)
+        self._launch(send).add_done_callback(lambda _f: budget.give(length))
 
     def complete(self) -> str:
         """Wait for every part, then make the object; its ETag. On any failure the upload
@@ -140,6 +178,7 @@ class MultipartUpload:
         try:
             for f in list(self._parts):
                 f.exception()  # waits for every part, failed or not
+            upload_id = self.upload_id
             etags = [f.result() for f in self._parts]
             if not etags:
                 raise S3Error(errno.EIO, f"{self.what}: no part was sent")
@@ -147,7 +186,7 @@ class MultipartUpload:
                 f"{self.what}: complete",
                 "POST",
                 self.key,
-                query=f"uploadId={_q(self.upload_id)}",
+                query=f"uploadId={_q(upload_id)}",
                 headers=self.sse_c.headers() if self.sse_c else [],
                 payload=xml.complete_multipart(list(enumerate(etags, 1))),
                 op="CompleteMultipartUpload",
@@ -167,6 +206,8 @@ class MultipartUpload:
         self.closed = True
         for f in list(self._parts):
             f.exception()
+        if self._created.exception() is not None:
+            return  # no upload was made
         try:
             self.engine._send(
                 f"abort multipart upload {self.key}",
@@ -177,3 +218,11 @@ class MultipartUpload:
             ).result()
         except OSError as e:
             log.error("could not abort multipart upload of %s (parts may remain): %s", self.key, e)
+
+
+def _settle(out: Future[str], inner: Future[str]) -> None:
+    error = inner.exception()
+    if error is not None:
+        out.set_exception(error)
+    else:
+        out.set_result(inner.result())
