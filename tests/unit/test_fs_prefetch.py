@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -246,6 +246,57 @@ def test_at_most_ahead_in_flight(pool):
     gate.set()
     pool.shutdown(wait=True)
     assert sorted(lister.listed) == ["/t/d2", "/t/d3", "/t/d4"]
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def answered_at_once(lister: Lister):
+    def list_dir(path: str) -> Future[Listing]:
+        done: Future[Listing] = Future()
+        done.set_result(lister(path))
+        return done
+
+    return list_dir
+
+
+def test_each_step_of_a_walk_keeps_its_lead():
+    # Answered at once, none is in flight: what the walk has not read yet bounds them.
+    lister = Lister()
+    ahead = ListingsAhead(answered_at_once(lister), ttl=60, ahead=3)
+    ahead.listed("/t", subdirs(10))
+    ahead.take("/t/d0")
+    ahead.take("/t/d1")
+    assert lister.listed == ["/t/d2", "/t/d3", "/t/d4"]
+    assert ahead.take("/t/d2") is not None  # a step: one more, the lead stays three
+    assert lister.listed == ["/t/d2", "/t/d3", "/t/d4", "/t/d5"]
+    assert ahead.take("/t/d3") is not None
+    assert ahead.take("/t/d4") is not None
+    assert lister.listed[-2:] == ["/t/d6", "/t/d7"]
+
+
+def test_a_slow_walk_gets_the_lead_it_reads_within_the_ttl():
+    # Before, a walk of 0.1 s a directory got 32 listings that a 2 s ttl outlived.
+    lister, clock = Lister(), Clock()
+    ahead = ListingsAhead(answered_at_once(lister), ttl=2.0, ahead=32, clock=clock)
+    ahead.listed("/t", subdirs(100))
+    ahead.take("/t/d0")
+    clock.now += 0.1
+    ahead.take("/t/d1")
+    assert len(lister.listed) == 10  # half the ttl at 0.1 s a directory
+    for i in range(2, 12):
+        clock.now += 0.1
+        assert ahead.take(f"/t/d{i}") is not None  # none expired before the walk came
+    assert len(lister.listed) == 20
+    for i in range(12, 40):  # the walk speeds up: its lead grows to the bound
+        clock.now += 0.001
+        assert ahead.take(f"/t/d{i}") is not None
+    assert len(lister.listed) - 38 == 32
 
 
 def test_our_change_and_failures_and_age_make_the_caller_list_anew(pool):
