@@ -27,6 +27,16 @@ def core(s3_server, bucket, tmp_path):
     fs.engine.close()
 
 
+@pytest.fixture
+def proxied(s3_server, bucket, tmp_path):
+    """(a FaultProxy in front of the server, a core behind it that does not retry)."""
+    proxy = FaultProxy(s3_server.url).start()
+    fs = make_core(proxy.url, bucket, str(tmp_path), retries=0)
+    yield proxy, fs
+    fs.engine.close()
+    proxy.stop()
+
+
 def uploads(s3, bucket: str) -> list[dict]:
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 
@@ -171,25 +181,20 @@ def test_a_shell_redirect_flushed_empty_first_still_streams(core, s3, bucket):
     assert body(s3, bucket, "r") == data
 
 
-def test_a_failed_part_falls_back_to_the_whole_file_at_close(s3_server, s3, bucket, tmp_path):
-    proxy = FaultProxy(s3_server.url).start()
-    fs = make_core(proxy.url, bucket, str(tmp_path), retries=0)
-    try:
-        data = os.urandom(20 * MIB)
-        fh = fs.create("/p", 0o644, os.O_WRONLY, 0, 0)
-        write_in_mib(fs, fh, data[: 10 * MIB])
-        assert parts_sent(s3, bucket, "p", 2) == 2
-        proxy.set_rates(FaultRates(error500=1.0))
-        write_in_mib(fs, fh, data[: 16 * MIB], start=10 * MIB)  # a part fails: no error
-        proxy.set_rates(FaultRates())
-        write_in_mib(fs, fh, data, start=16 * MIB)
-        fs.flush(fh)
-        fs.release(fh)
-        assert body(s3, bucket, "p") == data
-        assert uploads(s3, bucket) == []
-    finally:
-        fs.engine.close()
-        proxy.stop()
+def test_a_failed_part_falls_back_to_the_whole_file_at_close(proxied, s3, bucket):
+    proxy, fs = proxied
+    data = os.urandom(20 * MIB)
+    fh = fs.create("/p", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(fs, fh, data[: 10 * MIB])
+    assert parts_sent(s3, bucket, "p", 2) == 2
+    proxy.set_rates(FaultRates(error500=1.0))
+    write_in_mib(fs, fh, data[: 16 * MIB], start=10 * MIB)  # a part fails: no error
+    proxy.set_rates(FaultRates())
+    write_in_mib(fs, fh, data, start=16 * MIB)
+    fs.flush(fh)
+    fs.release(fh)
+    assert body(s3, bucket, "p") == data
+    assert uploads(s3, bucket) == []
 
 
 def test_a_stream_and_its_fallback_failing_is_eio_and_the_data_stays(
@@ -219,12 +224,11 @@ def test_a_stream_and_its_fallback_failing_is_eio_and_the_data_stays(
         proxy.stop()
 
 
-def test_the_writer_goes_on_while_the_upload_is_created(s3_server, s3, bucket, tmp_path):
+def test_the_writer_goes_on_while_the_upload_is_created(proxied, s3, bucket):
     # The create is a round trip: the write that begins the stream must not wait for it
     # (on an S3-like link that was 20-30 ms of every large write's time, under the lock).
-    proxy = FaultProxy(s3_server.url).start()
+    proxy, fs = proxied
     held = proxy.hold(lambda command, path, _headers: command == "POST" and "?uploads" in path)
-    fs = make_core(proxy.url, bucket, str(tmp_path))
     try:
         data = os.urandom(14 * MIB)  # two parts, and less than the third: none waits
         fh = fs.create("/c", 0o644, os.O_WRONLY, 0, 0)
@@ -242,29 +246,22 @@ def test_the_writer_goes_on_while_the_upload_is_created(s3_server, s3, bucket, t
         assert uploads(s3, bucket) == []
     finally:
         held.release()
-        fs.engine.close()
-        proxy.stop()
 
 
-def test_a_failed_create_falls_back_to_the_whole_file(s3_server, s3, bucket, tmp_path):
-    proxy = FaultProxy(s3_server.url).start()
-    fs = make_core(proxy.url, bucket, str(tmp_path), retries=0)
-    try:
-        data = os.urandom(12 * MIB)
-        fh = fs.create("/x", 0o644, os.O_WRONLY, 0, 0)
-        write_in_mib(fs, fh, data[: 7 * MIB])
-        proxy.set_rates(FaultRates(error500=1.0))
-        write_in_mib(fs, fh, data[: 8 * MIB], start=7 * MIB)  # the stream begins: no error
-        deadline = time.monotonic() + 10
-        while proxy.stats.error500 < 1 and time.monotonic() < deadline:
-            time.sleep(0.01)
-        proxy.set_rates(FaultRates())
-        assert proxy.stats.error500 == 1  # the create, and nothing after it
-        write_in_mib(fs, fh, data, start=8 * MIB)  # parts of an upload that never was
-        fs.flush(fh)
-        fs.release(fh)
-        assert body(s3, bucket, "x") == data
-        assert uploads(s3, bucket) == []
-    finally:
-        fs.engine.close()
-        proxy.stop()
+def test_a_failed_create_falls_back_to_the_whole_file(proxied, s3, bucket):
+    proxy, fs = proxied
+    data = os.urandom(12 * MIB)
+    fh = fs.create("/x", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(fs, fh, data[: 7 * MIB])
+    proxy.set_rates(FaultRates(error500=1.0))
+    write_in_mib(fs, fh, data[: 8 * MIB], start=7 * MIB)  # the stream begins: no error
+    deadline = time.monotonic() + 10
+    while proxy.stats.error500 < 1 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    proxy.set_rates(FaultRates())
+    assert proxy.stats.error500 == 1  # the create, and nothing after it
+    write_in_mib(fs, fh, data, start=8 * MIB)  # parts of an upload that never was
+    fs.flush(fh)
+    fs.release(fh)
+    assert body(s3, bucket, "x") == data
+    assert uploads(s3, bucket) == []
