@@ -32,6 +32,7 @@ from typing import Generic, TypeVar
 
 from run_s3fs.fs.core.caches import Bounded, in_tree
 from run_s3fs.fs.engine import Listing
+from run_s3fs.fs.engine.futures import settle
 from run_s3fs.fs.layout import Attr
 
 T = TypeVar("T")
@@ -64,14 +65,7 @@ class Pending(Generic[T]):
         except BaseException as e:
             self.future.set_exception(e)
             return
-        inner.add_done_callback(self._finish)
-
-    def _finish(self, inner: Future[T]) -> None:
-        error = inner.exception()
-        if error is not None:
-            self.future.set_exception(error)
-        else:
-            self.future.set_result(inner.result())
+        inner.add_done_callback(lambda f: settle(self.future, f))
 
     def wait(self) -> T:
         self.run()  # still in line: start it now, for the caller who needs it

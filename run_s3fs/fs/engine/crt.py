@@ -36,7 +36,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future
 from email.utils import parsedate_to_datetime
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import quote
 
 from awscrt import auth, http, s3
@@ -54,6 +54,7 @@ from run_s3fs.fs.engine.errors import (
     from_response,
     from_transport,
 )
+from run_s3fs.fs.engine.futures import then
 from run_s3fs.fs.engine.heads import HeadLane
 from run_s3fs.fs.engine.multipart import MIN_PART, MultipartUpload
 from run_s3fs.fs.engine.sse import MD5_HEADER, CustomerKey, CustomerKeys
@@ -61,27 +62,11 @@ from run_s3fs.fs.engine.types import MAX_PARTS, Body, ListEntry, Listing, Object
 
 log = logging.getLogger("run_s3fs.fs.engine")
 
-T = TypeVar("T")
-U = TypeVar("U")
 MIB = 1024 * 1024
 META = "x-amz-meta-"
 DEFAULT = s3.S3RequestType.DEFAULT
 _KEY_MEMORY = 100_000  # objects whose SSE-C key is remembered (then forgotten at once)
 Headers = list[tuple[str, str]]
-
-
-def _then(future: Future[T], fn: Callable[[T], U]) -> Future[U]:
-    """A future of `fn(result)`; an exception (from either) is passed on."""
-    out: Future[U] = Future()
-
-    def done(f: Future[T]) -> None:
-        try:
-            out.set_result(fn(f.result()))
-        except BaseException as e:
-            out.set_exception(e)
-
-    future.add_done_callback(done)
-    return out
 
 
 class Answer:
@@ -1053,7 +1038,7 @@ class CrtEngine:
 
         def part_request(upload_id: str, n: int, start: int) -> Future[str]:
             end = min(start + part, size) - 1
-            return _then(
+            return then(
                 self._send(
                     f"copy part {n} of {src}",
                     "PUT",
@@ -1130,7 +1115,7 @@ class CrtEngine:
             except (ValueError, SyntaxError) as e:
                 raise S3Error(errno.EIO, f"{what}: unreadable answer ({e})") from None
 
-        return _then(self._send(what, "GET", None, query=query, op="ListObjectsV2"), parse)
+        return then(self._send(what, "GET", None, query=query, op="ListObjectsV2"), parse)
 
     def list_page(
         self, prefix: str, delimiter: str = "/", token: str | None = None, max_keys: int = 1000

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 from run_s3fs.endpoint import quote_query as _q
 from run_s3fs.fs.engine import xml
 from run_s3fs.fs.engine.errors import S3Error
+from run_s3fs.fs.engine.futures import settle, then
 from run_s3fs.fs.engine.sse import CustomerKey
 
 if TYPE_CHECKING:
@@ -121,7 +122,7 @@ class MultipartUpload:
             except BaseException as e:
                 future.set_exception(e)
                 return
-            sent.add_done_callback(lambda f: _settle(future, f))
+            sent.add_done_callback(lambda f: settle(future, f))
 
         self._created.add_done_callback(go)
         return future
@@ -159,16 +160,7 @@ class MultipartUpload:
                 payload=data,
                 op="UploadPart",
             )
-            out: Future[str] = Future()
-
-            def done(f: Future[Answer]) -> None:
-                try:
-                    out.set_result(f.result().headers.get("etag", ""))
-                except BaseException as e:
-                    out.set_exception(e)
-
-            sent.add_done_callback(done)
-            return out
+            return then(sent, lambda answer: answer.headers.get("etag", ""))
 
         self._launch(send).add_done_callback(lambda _f: budget.give(length))
 
@@ -218,11 +210,3 @@ class MultipartUpload:
             ).result()
         except OSError as e:
             log.error("could not abort multipart upload of %s (parts may remain): %s", self.key, e)
-
-
-def _settle(out: Future[str], inner: Future[str]) -> None:
-    error = inner.exception()
-    if error is not None:
-        out.set_exception(error)
-    else:
-        out.set_result(inner.result())
