@@ -55,6 +55,20 @@ def bucket(s3) -> str:
     return name
 
 
+@pytest.fixture
+def proxied(s3_server: S3Server, bucket: str, tmp_path: Path):
+    """(a FaultProxy in front of the server, the core (no mount) behind it, no retries)."""
+    # Imported here: engine_support imports this module's credentials.
+    from engine_support import make_core
+    from faultproxy import FaultProxy
+
+    proxy = FaultProxy(s3_server.url).start()
+    fs = make_core(proxy.url, bucket, str(tmp_path), retries=0)
+    yield proxy, fs
+    fs.engine.close()
+    proxy.stop()
+
+
 def write_passwd(path: Path, access: str = ACCESS_KEY, secret: str = SECRET_KEY) -> Path:
     """A new s3fs passwd file `ACCESS:SECRET` at `path`, private (0600) from the start."""
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)

@@ -27,16 +27,6 @@ def core(s3_server, bucket, tmp_path):
     fs.engine.close()
 
 
-@pytest.fixture
-def proxied(s3_server, bucket, tmp_path):
-    """(a FaultProxy in front of the server, a core behind it that does not retry)."""
-    proxy = FaultProxy(s3_server.url).start()
-    fs = make_core(proxy.url, bucket, str(tmp_path), retries=0)
-    yield proxy, fs
-    fs.engine.close()
-    proxy.stop()
-
-
 def uploads(s3, bucket: str) -> list[dict]:
     return s3.list_multipart_uploads(Bucket=bucket).get("Uploads", [])
 

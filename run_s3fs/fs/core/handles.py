@@ -67,7 +67,12 @@ class OpenFile:
         # versions of this path that still do (both kept by OpenFiles, under its lock).
         self.cached_refs = 0
         self.older: list[OpenFile] = []
+        # `lock` orders the changes to the file and is held over their S3 work (the
+        # download a first write makes, an upload); `view` guards only what a read looks
+        # at (which spool or reader, renewals, delivered, pages) and is never held over a
+        # request, so reads and opens go on from what is here while that work runs.
         self.lock = threading.RLock()
+        self.view = threading.Lock()
         self.spool: BinaryIO | None = None
         self.dirty = new  # a created file must reach S3 even if nothing is written
         self.unlinked = False
@@ -109,7 +114,7 @@ class OpenFile:
         """The object's first bytes, fetched along with its headers at open: kept if
         they are of the version this file reads (the check is under the lock that
         renewal takes)."""
-        with self.lock:
+        with self.view:
             if self.spool is None and data and self.attr.etag == etag:
                 self.reader().seed(data)
 
@@ -127,15 +132,15 @@ class OpenFile:
 
     def _read(self, offset: int, size: int, renewals: int) -> list[Piece]:
         """A read of the version that `renewals` renewals made current."""
-        with self.lock:
+        with self.view:
             if self.spool is not None:
                 data = os.pread(self.spool.fileno(), size, offset)
                 return [Piece(Body.of(data), 0, len(data))]
             reader = self.reader()
-        # Not under the file's lock: the kernel's read-ahead comes as several reads at
-        # once, and they overlap (a write meanwhile is not ordered with them anyway).
+        # Under no lock: the kernel's read-ahead comes as several reads at once, and they
+        # overlap (a write meanwhile is not ordered with them anyway).
         pieces = reader.pieces(offset, size)
-        with self.lock:
+        with self.view:
             # Delivered here, under the lock that renewal takes: once a read went on with
             # a newer version, no bytes of an older one may follow.
             if self.renewals != renewals:
@@ -158,7 +163,7 @@ class OpenFile:
 
     def opened(self, keep_cache: bool) -> None:
         """A handle was opened that keeps the kernel's pages, or not (see pages)."""
-        with self.lock:
+        with self.view:
             if keep_cache:
                 self.pages = "kept"
             elif self.pages == "unknown":
@@ -167,13 +172,15 @@ class OpenFile:
     def _renew(self, renewals: int, current: Callable[[], Attr]) -> bool:
         """Whether a read that found its version replaced may be read again: another
         read went on with a newer one meanwhile, or this one may (see renewable)."""
-        with self.lock:
+        with self.view:
             if self.renewals != renewals:
                 return True
             if not self.renewable:
                 return False
         attr = current()  # a request: not under the lock
-        with self.lock:
+        # Under both: a first write's download (under `lock`) must not end in a spool of
+        # the version this renewal replaces.
+        with self.lock, self.view:
             if self.renewals != renewals:
                 return True
             # (Same size only: the kernel sized its reads by the old one.)
@@ -206,9 +213,10 @@ class OpenFile:
             except BaseException:
                 spool.close()
                 raise
-            self.spool = spool
+            with self.view:
+                self.spool = spool
+                self._drop_reader()
             self.streamable = self.attr.size == 0  # written from nothing, as a new file
-            self._drop_reader()
         return self.spool
 
     def _touch(self) -> None:
@@ -228,7 +236,8 @@ class OpenFile:
             spool = self.load()
             if self.stream is not None and offset < self.stream.sent:
                 self._abandon("a write into a part already sent")
-            done = put(spool.fileno(), offset)
+            with self.view:  # a read sees all of a write or none of it
+                done = put(spool.fileno(), offset)
             if done > 0:
                 self.attr = replace(self.attr, size=max(self.attr.size, offset + done))
                 self._touch()
@@ -238,12 +247,15 @@ class OpenFile:
     def truncate(self, length: int) -> None:
         with self.lock:
             if length == 0 and self.spool is None:
-                self.spool = spools.new_spool(self.spool_dir)  # nothing to fetch: all goes
-                self._drop_reader()
+                spool = spools.new_spool(self.spool_dir)  # nothing to fetch: all goes
+                with self.view:
+                    self.spool = spool
+                    self._drop_reader()
             spool = self.load()
             if self.stream is not None and length < self.stream.sent:
                 self._abandon("truncated into a part already sent")
-            os.ftruncate(spool.fileno(), length)
+            with self.view:
+                os.ftruncate(spool.fileno(), length)
             self.attr = replace(self.attr, size=length)
             if length == 0:
                 self.streamable = True
@@ -362,10 +374,11 @@ class OpenFile:
     def close(self) -> None:
         with self.lock:
             self._abandon("closed")
-            if self.spool is not None:
-                self.spool.close()
-                self.spool = None
-            self._drop_reader()
+            with self.view:
+                if self.spool is not None:
+                    self.spool.close()
+                    self.spool = None
+                self._drop_reader()
 
     def save_unsaved(self) -> str | None:
         """Last resort at unmount: pending content next to the spool dir; says where."""
