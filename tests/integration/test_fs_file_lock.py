@@ -74,3 +74,26 @@ def test_a_read_of_fetched_bytes_does_not_wait_for_a_first_writes_download(proxi
     fs.release(reading)
     expected = data[: 3 * MIB] + b"new" + data[3 * MIB + 3 :]
     assert s3.get_object(Bucket=bucket, Key="d")["Body"].read() == expected
+
+
+def test_a_read_does_not_wait_for_a_writer_waiting_for_room_among_its_parts(proxied, s3, bucket):
+    proxy, fs = proxied  # two parts in flight at most (make_core)
+    data = os.urandom(30 * MIB)
+    fh = fs.create("/s", 0o644, os.O_RDWR, 0, 0)
+    fs.write(fh, data[:MIB], 0)
+    reading = fs.open("/s", os.O_RDONLY).fh
+    held = proxy.hold(lambda command, path, _headers: command == "PUT" and "partNumber" in path)
+    writes = [(data[off : off + MIB], off) for off in range(MIB, len(data), MIB)]
+    writer = threading.Thread(target=lambda: [fs.write(fh, *w) for w in writes])
+    try:
+        writer.start()
+        assert held.reached.wait(30), "no part was sent"
+        writer.join(1)
+        assert writer.is_alive(), "the writer did not wait for room"  # a third part waits
+        assert within(5, fs.read, reading, 0, 4096) == data[:4096]
+    finally:
+        held.release()
+        writer.join(30)
+    fs.release(reading)
+    fs.release(fh)
+    assert s3.get_object(Bucket=bucket, Key="s")["Body"].read() == data
