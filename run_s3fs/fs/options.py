@@ -107,7 +107,9 @@ class Options:
     stat_cache_expire: float = 10.0
     max_stat_cache_size: int = 100_000
     multipart_size: int = 10 * MIB
-    multipart_threshold: int = 25 * MIB
+    # s3fs: 25. One connection carries only so much (S3: 50-100 MB/s), so a file of 10
+    # MiB or more goes up sooner as parts in flight together than as one PUT.
+    multipart_threshold: int = 10 * MIB
     singlepart_copy_limit: int = 5 * 1024 * MIB
     parallel_count: int = 10  # parts of one transfer in flight (s3fs: 5)
     max_thread_count: int = 10

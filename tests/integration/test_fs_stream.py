@@ -15,6 +15,7 @@ from engine_support import make_core
 from faultproxy import FaultProxy, FaultRates
 
 from run_s3fs.fs.core.filesystem import Filesystem
+from run_s3fs.fs.options import Options
 
 MIB = 1024 * 1024
 PART = 5 * MIB  # make_engine's parts; streaming starts at its 8 MiB threshold
@@ -86,6 +87,32 @@ def test_an_empty_file_opened_for_writing_streams_too(core, s3, bucket):
     assert parts_sent(s3, bucket, "empty", 2) == 2
     core.release(fh)
     assert body(s3, bucket, "empty") == data
+
+
+def test_a_file_of_16_mib_goes_up_in_parts_with_the_default_options(
+    s3_server, s3, bucket, tmp_path
+):
+    # One connection carries only so much (S3: 50-100 MB/s): from 10 MiB, a file's parts
+    # go up together (s3fs's default threshold, 25 MiB, sent this one as one PUT).
+    defaults = Options(bucket=bucket, prefix="", mountpoint="/unused")
+    fs = make_core(
+        s3_server.url,
+        bucket,
+        str(tmp_path),
+        multipart_threshold=defaults.multipart_threshold,
+        part_size=defaults.multipart_size,
+        parallel_count=defaults.parallel_count,
+    )
+    try:
+        data = os.urandom(16 * MIB)
+        fh = fs.create("/mid", 0o644, os.O_WRONLY, 0, 0)
+        write_in_mib(fs, fh, data)
+        assert parts_sent(s3, bucket, "mid", 1) >= 1  # before close
+        fs.release(fh)
+        assert s3.head_object(Bucket=bucket, Key="mid")["ETag"].strip('"').endswith("-3")
+        assert body(s3, bucket, "mid") == data
+    finally:
+        fs.engine.close()
 
 
 def test_a_file_below_the_threshold_is_one_put_at_close(core, s3, bucket):

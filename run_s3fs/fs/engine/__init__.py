@@ -61,7 +61,7 @@ class EngineSettings:
     connect_timeout: float = 300.0
     readwrite_timeout: float = 120.0  # the longest a request may go without progress
     part_size: int = 8 * MIB  # multipart uploads
-    multipart_threshold: int = 25 * MIB
+    multipart_threshold: int = 10 * MIB
     parallel_count: int = 10  # parts of one upload in flight
     # Bodies of all uploads in memory at once, each held twice while it is sent (here
     # and in the CRT's buffer): what bounds the backend's memory while files are saved.
