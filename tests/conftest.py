@@ -57,13 +57,16 @@ def bucket(s3) -> str:
 
 @pytest.fixture
 def proxied(s3_server: S3Server, bucket: str, tmp_path: Path):
-    """(a FaultProxy in front of the server, the core (no mount) behind it, no retries)."""
+    """(a FaultProxy in front of the server, the core (no mount) behind it, no retries).
+    The core's spool is tmp_path/"spool", so what it saves goes to tmp_path/"unsaved"."""
     # Imported here: engine_support imports this module's credentials.
     from engine_support import make_core
     from faultproxy import FaultProxy
 
+    spool = tmp_path / "spool"
+    spool.mkdir()
     proxy = FaultProxy(s3_server.url).start()
-    fs = make_core(proxy.url, bucket, str(tmp_path), retries=0)
+    fs = make_core(proxy.url, bucket, str(spool), retries=0)
     yield proxy, fs
     fs.engine.close()
     proxy.stop()

@@ -12,7 +12,7 @@ import time
 
 import pytest
 from engine_support import make_core
-from faultproxy import FaultProxy, FaultRates
+from faultproxy import FaultRates
 
 from run_s3fs.fs.core.filesystem import Filesystem
 from run_s3fs.fs.options import Options
@@ -214,31 +214,22 @@ def test_a_failed_part_falls_back_to_the_whole_file_at_close(proxied, s3, bucket
     assert uploads(s3, bucket) == []
 
 
-def test_a_stream_and_its_fallback_failing_is_eio_and_the_data_stays(
-    s3_server, s3, bucket, tmp_path
-):
-    proxy = FaultProxy(s3_server.url).start()
-    spool = tmp_path / "spool"
-    spool.mkdir()
-    fs = make_core(proxy.url, bucket, str(spool), retries=0)
-    try:
-        data = os.urandom(12 * MIB)
-        fh = fs.create("/e", 0o644, os.O_WRONLY, 0, 0)
-        write_in_mib(fs, fh, data)
-        assert parts_sent(s3, bucket, "e", 2) == 2
-        proxy.set_rates(FaultRates(error500=1.0))
-        with pytest.raises(OSError) as info:
-            fs.flush(fh)
-        assert info.value.errno == errno.EIO
-        assert [p.stat().st_size for p in (tmp_path / "unsaved").iterdir()] == [len(data)]
-        proxy.set_rates(FaultRates())
-        fs.flush(fh)  # the retry uploads the whole file
-        fs.release(fh)
-        assert body(s3, bucket, "e") == data
-        assert list((tmp_path / "unsaved").iterdir()) == []
-    finally:
-        fs.engine.close()
-        proxy.stop()
+def test_a_stream_and_its_fallback_failing_is_eio_and_the_data_stays(proxied, s3, bucket, tmp_path):
+    proxy, fs = proxied
+    data = os.urandom(12 * MIB)
+    fh = fs.create("/e", 0o644, os.O_WRONLY, 0, 0)
+    write_in_mib(fs, fh, data)
+    assert parts_sent(s3, bucket, "e", 2) == 2
+    proxy.set_rates(FaultRates(error500=1.0))
+    with pytest.raises(OSError) as info:
+        fs.flush(fh)
+    assert info.value.errno == errno.EIO
+    assert [p.stat().st_size for p in (tmp_path / "unsaved").iterdir()] == [len(data)]
+    proxy.set_rates(FaultRates())
+    fs.flush(fh)  # the retry uploads the whole file
+    fs.release(fh)
+    assert body(s3, bucket, "e") == data
+    assert list((tmp_path / "unsaved").iterdir()) == []
 
 
 def test_the_writer_goes_on_while_the_upload_is_created(proxied, s3, bucket):
