@@ -211,6 +211,13 @@ class Link:
         """Each request costs the server much (see BUSY_SERVER): ask for few, large ones."""
         return self.ttfb > self.BUSY_SERVER
 
+    def wait(self) -> float:
+        """Seconds a request waits beyond its transfer: the least recent HEAD's time
+        (no body), else what the GETs show; on a server that builds each GET's answer
+        slowly (busy) the GETs' wait, which a HEAD does not show."""
+        trip = None if self.busy else self.round_trip()
+        return self.ttfb if trip is None else trip
+
     def pieces(self, size: int) -> int:
         """How many GETs in parallel fetch `size` bytes soonest: one where the wait for
         a first byte dominates (a local server that builds each answer slowly), up to
@@ -570,11 +577,8 @@ class CrtEngine:
         return None if self._lane is None else self._lane.round_trip()
 
     def first_byte_wait(self) -> float:
-        """Seconds a request waits beyond its transfer: the least recent HEAD's time
-        (no body), else what the GETs show (Link); on a server that builds each GET's
-        answer slowly (Link.busy) the GETs' wait, which a HEAD does not show."""
-        trip = None if self.link.busy else self._head_round_trip()
-        return self.link.ttfb if trip is None else trip
+        """Seconds a request waits beyond its transfer (Link.wait)."""
+        return self.link.wait()
 
     def read_seconds(self, size: int) -> float:
         """About how long a read of `size` bytes that nothing holds takes: its wait, and
