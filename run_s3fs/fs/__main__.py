@@ -20,6 +20,7 @@ import shutil
 import signal
 import stat
 import sys
+from typing import TYPE_CHECKING
 
 from run_s3fs.errors import (
     CantCreateError,
@@ -29,6 +30,9 @@ from run_s3fs.errors import (
 )
 from run_s3fs.fs import credentials
 from run_s3fs.fs.options import Options, parse_args
+
+if TYPE_CHECKING:
+    from run_s3fs.fs.engine import Page
 
 log = logging.getLogger("run_s3fs.fs")
 PROG = "run_s3fs.fs"
@@ -98,14 +102,18 @@ def engine_settings(opts: Options, probe: bool = False):
     )
 
 
-def probe_bucket(opts: Options, creds: credentials.Source) -> None:
-    """A bounded check that the bucket exists and the credentials work, before mounting."""
+def probe_bucket(opts: Options, creds: credentials.Source) -> Page:
+    """A bounded check that the bucket exists and the credentials work, before mounting.
+    It lists the mount's root as a lookup lists a directory, and that page is the root's
+    first hint (namespace.py): else the first lookup of each name there would ask S3
+    one question after the other, as nothing says whether the name is a directory."""
+    from run_s3fs.fs.core.namespace import LOOKUP_PAGE
     from run_s3fs.fs.engine import open_engine
 
     engine = open_engine(engine_settings(opts, probe=True), creds)
     where = opts.url if opts.url_given else "AWS S3"
     try:
-        engine.probe()
+        return engine.probe(opts.prefix, max_keys=LOOKUP_PAGE)
     except OSError as e:
         code = getattr(e, "code", "")
         if code == "NoSuchBucket" or e.errno == errno.ENOENT:
@@ -177,7 +185,9 @@ def return_big_buffers_to_the_system() -> None:
         pass  # not glibc: nothing to tune
 
 
-def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_dir: str) -> int:
+def serve(
+    opts: Options, creds: credentials.Source, st: os.stat_result, spool_dir: str, root: Page
+) -> int:
     return_big_buffers_to_the_system()
     # mfusepy picks a libfuse when imported; without this it finds libfuse2 (s3fs's).
     os.environ.setdefault("FUSE_LIBRARY_NAME", "fuse3")
@@ -206,6 +216,7 @@ def serve(opts: Options, creds: credentials.Source, st: os.stat_result, spool_di
             compat_dir=opts.compat_dir,
         ),
     )
+    namespace.hint_from("/", root)
     core = Filesystem(
         engine,
         namespace,
@@ -308,12 +319,12 @@ def main(argv: list[str] | None = None) -> int:
             opts.passwd_file, opts.bucket, opts.chain, opts.iam_role, opts.profile
         )
         st = check_mountpoint(opts.mountpoint)
-        probe_bucket(opts, creds)
+        root = probe_bucket(opts, creds)
         spool_dir = prepare_spool(opts)
     except LauncherError as e:
         print(f"{PROG}: {e}", file=sys.stderr)
         return e.exit_code
-    return serve(opts, creds, st, spool_dir)
+    return serve(opts, creds, st, spool_dir, root)
 
 
 if __name__ == "__main__":

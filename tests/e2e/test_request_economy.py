@@ -48,6 +48,15 @@ def env(s3_server, tmp_path_factory):
             client.put_object(
                 Bucket=bucket, Key=f"tree/d{d}/f{i:02d}", Body=b"x" * i, Metadata=FILE_META
             )
+    # A directory in the root, there before the mount (test_the_roots_directories_...).
+    client.put_object(
+        Bucket=bucket,
+        Key="early/",
+        Body=b"",
+        ContentType="application/x-directory",
+        Metadata=DIR_META,
+    )
+    client.put_object(Bucket=bucket, Key="early/f", Body=b"x", Metadata=FILE_META)
     proxy = FaultProxy(s3_server.url).start()
     mount = start_mount(
         "python",
@@ -198,11 +207,11 @@ def test_find_makes_no_head_per_file(env):
 
     count, lines = requests_for(proxy, find)
     assert len(lines) == 1 + 3 + 45
-    # tree (an implicit directory: no `tree/` marker): HEAD tree, a one-key LIST of
-    # tree/; then its LIST; per directory: its marker's HEAD + LIST; and a HEAD of each
-    # directory's empty f00 (a zero-byte object may be an old-style directory object).
-    # A HEAD per file would be 45 more.
-    assert count <= 2 + 1 + 3 * 2 + 3, "\n".join(proxy.seen)
+    # tree (an implicit directory, no `tree/` marker, that the root's listing showed):
+    # HEAD tree, HEAD tree/ and a LIST of tree/ at once; then its LIST; per directory:
+    # its marker's HEAD + LIST; and a HEAD of each directory's empty f00 (a zero-byte
+    # object may be an old-style directory object). A HEAD per file would be 45 more.
+    assert count <= 3 + 1 + 3 * 2 + 3, "\n".join(proxy.seen)
 
 
 def test_ls_l_heads_each_entry_once(env):
@@ -322,6 +331,23 @@ def test_a_subdirectory_its_parent_listed_is_looked_up_in_one_round_trip(env, s3
     assert asked_a == ["GET", "HEAD", "HEAD"], asked_a
     assert peak >= 3
     assert asked_f == ["HEAD"]  # the file its listing showed: one HEAD, no listing
+
+
+def test_the_roots_directories_are_looked_up_in_one_round_trip_from_the_start(env):
+    """Nothing has listed the root when a mount begins, but the bucket check before it
+    did: that listing says `early` is a directory, so its first lookup asks all three
+    questions at once, not a HEAD of `early` first and the rest once it is answered."""
+    mnt, proxy = env
+    proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.2))
+    proxy.stats.peak_in_flight = 0
+    try:
+        _count, st = requests_for(proxy, lambda: os.stat(mnt / "early"))
+        peak = proxy.stats.peak_in_flight
+    finally:
+        proxy.set_rates(FaultRates())
+    assert st.st_mode == int(DIR_META["mode"])
+    assert sorted(r.split(" ")[0] for r in proxy.seen) == ["GET", "HEAD", "HEAD"]
+    assert peak >= 3, list(proxy.seen)
 
 
 def fill_large_dir(client, bucket: str, directory: str) -> None:

@@ -273,8 +273,14 @@ def test_delete_and_delete_many(fs3, s3, bucket):
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
 
 
-def test_probe(fs3, s3_server):
-    fs3.probe()
+def test_probe(fs3, s3, bucket, s3_server):
+    for key in ("top", "sub/path/a", "sub/path/d/b", "sub/other"):
+        s3.put_object(Bucket=bucket, Key=key, Body=b"")
+    # The mount's place in the bucket, listed as a lookup lists a directory.
+    page = fs3.probe("sub/path/", max_keys=200)
+    assert [f.key for f in page.files] == ["sub/path/a"]
+    assert page.prefixes == ["sub/path/d/"] and page.next_token is None
+    assert fs3.probe().next_token is not None  # one key of the bucket's four entries
     missing = make_engine(s3_server.url, "no-such-bucket-here")
     try:
         with pytest.raises(S3Error) as e:

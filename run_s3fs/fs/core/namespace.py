@@ -251,24 +251,32 @@ class Namespace:
             info = self.engine.head(self.key(path) + layout.COMPAT_DIR_SUFFIX)
             if info is not None:
                 attr = self._as_dir(info)
-        if attr is not None and page.next_token is None:
-            # A hint only, not a listing that answers "no such name": a file another
-            # mount makes now must show at its first lookup here.
-            hint: dict[str, bool] = {}
-            for item in page.files:
-                name = layout.child_name(item.key, dkey)
-                if name is not None:
-                    base = name.removesuffix(layout.COMPAT_DIR_SUFFIX)
-                    if base == name:
-                        hint[name] = False
-                    else:
-                        hint.setdefault(base, True)
-            for common in page.prefixes:
-                name = layout.child_name(common, dkey)
-                if name is not None:
-                    hint.setdefault(name, True)
-            self.hints.put(path, hint)
+        if attr is not None:
+            self.hint_from(path, page)
         return attr
+
+    def hint_from(self, path: str, page: Page) -> None:
+        """Keep what the first page of a listing of directory `path` shows as its hint,
+        if that page holds the whole directory. A hint only, not a listing that answers
+        "no such name": a file another mount makes now must show at its first lookup
+        here."""
+        if page.next_token is not None:
+            return
+        dkey = self.dkey(path)
+        hint: dict[str, bool] = {}
+        for item in page.files:
+            name = layout.child_name(item.key, dkey)
+            if name is not None:
+                base = name.removesuffix(layout.COMPAT_DIR_SUFFIX)
+                if base == name:
+                    hint[name] = False
+                else:
+                    hint.setdefault(base, True)
+        for common in page.prefixes:
+            name = layout.child_name(common, dkey)
+            if name is not None:
+                hint.setdefault(name, True)
+        self.hints.put(path, hint)
 
     def _fetch_listed(self, key: str, is_prefix: bool) -> Future[Attr | None]:
         """Attributes of an entry a listing showed: a HEAD of its object (or, for a common

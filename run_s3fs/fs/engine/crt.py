@@ -748,9 +748,10 @@ class CrtEngine:
 
     # --- the bucket -------------------------------------------------------------------
 
-    def probe(self) -> None:
-        """The bucket exists and the credentials may list it (a one-key listing)."""
-        self.list_page("", max_keys=1)
+    def probe(self, prefix: str = "", max_keys: int = 1) -> Page:
+        """The bucket exists and the credentials may list `prefix` in it: the first
+        page of that listing."""
+        return self.list_page(prefix, max_keys=max_keys)
 
     # --- objects ----------------------------------------------------------------------
 
