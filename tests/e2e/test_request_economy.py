@@ -23,6 +23,13 @@ FILE_META = {"mode": "33188", "uid": "0", "gid": "0", "mtime": "1700000000"}
 DIR_META = {"mode": "16877", "uid": "0", "gid": "0", "mtime": "1700000000"}
 
 
+def put_marker(client, bucket: str, key: str) -> None:
+    """A directory marker as s3fs makes one, with its headers."""
+    client.put_object(
+        Bucket=bucket, Key=key, Body=b"", ContentType="application/x-directory", Metadata=DIR_META
+    )
+
+
 @pytest.fixture(scope="module")
 def env(s3_server, tmp_path_factory):
     reason = fuse_usable()
@@ -37,25 +44,13 @@ def env(s3_server, tmp_path_factory):
     client.create_bucket(Bucket=bucket)
     client.put_object(Bucket=bucket, Key="big.bin", Body=BIG, Metadata=FILE_META)
     for d in range(3):
-        client.put_object(
-            Bucket=bucket,
-            Key=f"tree/d{d}/",
-            Body=b"",
-            ContentType="application/x-directory",
-            Metadata=DIR_META,
-        )
+        put_marker(client, bucket, f"tree/d{d}/")
         for i in range(15):
             client.put_object(
                 Bucket=bucket, Key=f"tree/d{d}/f{i:02d}", Body=b"x" * i, Metadata=FILE_META
             )
     # A directory in the root, there before the mount (test_the_roots_directories_...).
-    client.put_object(
-        Bucket=bucket,
-        Key="early/",
-        Body=b"",
-        ContentType="application/x-directory",
-        Metadata=DIR_META,
-    )
+    put_marker(client, bucket, "early/")
     client.put_object(Bucket=bucket, Key="early/f", Body=b"x", Metadata=FILE_META)
     proxy = FaultProxy(s3_server.url).start()
     mount = start_mount(
@@ -305,14 +300,8 @@ def test_a_new_name_in_a_small_directory_is_looked_up_in_one_round_trip(env, s3_
 def test_a_subdirectory_its_parent_listed_is_looked_up_in_one_round_trip(env, s3_server):
     mnt, proxy = env
     client, bucket = perf_bucket(s3_server)
-    for key in ("deep/", "deep/a/"):  # as s3fs makes them: markers with its headers
-        client.put_object(
-            Bucket=bucket,
-            Key=key,
-            Body=b"",
-            ContentType="application/x-directory",
-            Metadata=DIR_META,
-        )
+    for key in ("deep/", "deep/a/"):
+        put_marker(client, bucket, key)
     client.put_object(Bucket=bucket, Key="deep/a/f", Body=b"x", Metadata=FILE_META)
     os.stat(mnt / "deep")  # its lookup lists it: `a` is a directory there
     proxy.set_rates(FaultRates(delay=1.0, delay_seconds=0.2))  # every request takes a while
