@@ -113,7 +113,7 @@ def probe_bucket(opts: Options, creds: credentials.Source) -> Page:
     engine = open_engine(engine_settings(opts, probe=True), creds)
     where = opts.url if opts.url_given else "AWS S3"
     try:
-        return engine.probe(opts.prefix, max_keys=LOOKUP_PAGE)
+        return engine.list_page(opts.prefix, max_keys=LOOKUP_PAGE)
     except OSError as e:
         code = getattr(e, "code", "")
         if code == "NoSuchBucket" or e.errno == errno.ENOENT:

@@ -273,18 +273,20 @@ def test_delete_and_delete_many(fs3, s3, bucket):
     assert "Contents" not in s3.list_objects_v2(Bucket=bucket)
 
 
-def test_probe(fs3, s3, bucket, s3_server):
+def test_the_bucket_checks_listing(fs3, s3, bucket, s3_server):
+    """What the backend's bucket check (fs/__main__.py) asks: the first page of the
+    mount's prefix, or a NoSuchBucket error."""
     for key in ("top", "sub/path/a", "sub/path/d/b", "sub/other"):
         s3.put_object(Bucket=bucket, Key=key, Body=b"")
     # The mount's place in the bucket, listed as a lookup lists a directory.
-    page = fs3.probe("sub/path/", max_keys=200)
+    page = fs3.list_page("sub/path/", max_keys=200)
     assert [f.key for f in page.files] == ["sub/path/a"]
     assert page.prefixes == ["sub/path/d/"] and page.next_token is None
-    assert fs3.probe().next_token is not None  # one key of the bucket's four entries
+    assert fs3.list_page("", max_keys=1).next_token is not None  # 1 of the root's 2
     missing = make_engine(s3_server.url, "no-such-bucket-here")
     try:
         with pytest.raises(S3Error) as e:
-            missing.probe()
+            missing.list_page("", max_keys=1)
         assert e.value.errno == errno.ENOENT and e.value.code == "NoSuchBucket"
     finally:
         missing.close()

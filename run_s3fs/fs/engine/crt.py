@@ -746,13 +746,6 @@ class CrtEngine:
             self._lane.close()
         self.client = None
 
-    # --- the bucket -------------------------------------------------------------------
-
-    def probe(self, prefix: str = "", max_keys: int = 1) -> Page:
-        """The bucket exists and the credentials may list `prefix` in it: the first
-        page of that listing."""
-        return self.list_page(prefix, max_keys=max_keys)
-
     # --- objects ----------------------------------------------------------------------
 
     def head_async(self, key: str) -> Future[ObjectInfo | None]:
