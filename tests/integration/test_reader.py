@@ -169,15 +169,21 @@ def test_a_random_read_is_split_only_where_a_head_shows_a_network(rig, delay):
     for _ in range(20):
         assert engine.head("obj") is not None
     trip = engine.link.round_trip()
-    assert trip is not None and (trip >= Link.NETWORK_WAIT) == bool(delay), trip
+    assert trip is not None
+    # Without a delay, which side the trip falls on is the machine's: the least of 20
+    # HEADs through the proxy to moto took 5.6 ms on a loaded CI host. The decision
+    # must follow the trip either way (tests/unit/test_fs_link.py fixes both sides).
+    network = trip >= Link.NETWORK_WAIT
+    if delay:
+        assert network, trip
     reader = Reader(engine, "obj", etag, len(DATA), Budget(64 * MIB))
     proxy.seen.clear()
     off = 13 * MIB + 5
     assert reader.read(off, MIB) == DATA[off : off + MIB]
-    if delay:
-        assert gets(proxy) >= 3  # the read's pieces, and the next MiB
+    if network:
+        assert gets(proxy) >= 3, trip  # the read's pieces, and the next MiB
     else:
-        assert gets(proxy) <= 2  # the read, and the next MiB
+        assert gets(proxy) <= 2, trip  # the read, and the next MiB
     reader.close()
 
 
