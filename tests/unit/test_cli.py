@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 from pathlib import Path
 
 import pytest
@@ -107,9 +108,11 @@ def test_version_and_help(sandbox: Path) -> None:
 
 
 def test_console_script_matches_module(sandbox: Path) -> None:
-    exe = shutil.which("run-s3fs")
+    # The environment's own scripts directory, where `pip install` put it: `make test`
+    # runs pytest by the venv's interpreter, with that directory not on PATH.
+    exe = shutil.which("run-s3fs", path=sysconfig.get_path("scripts"))
     if exe is None:
-        pytest.skip("run-s3fs console script not installed")
+        pytest.skip("run-s3fs console script not installed in this environment")
     done = subprocess.run([exe, "--version"], capture_output=True, text=True, timeout=30)
     assert done.returncode == 0 and done.stdout.startswith("run-s3fs ")
 
