@@ -318,3 +318,19 @@ def test_our_change_and_failures_and_age_make_the_caller_list_anew(pool):
     expired.take("/t/d1")
     time.sleep(0.2)
     assert expired.take("/t/d2") is None  # fetched too long ago for this readdir
+
+
+def test_peek_shows_a_listing_ahead_and_leaves_it_for_the_readdir():
+    lister, clock = Lister(), Clock()
+    ahead = ListingsAhead(answered_at_once(lister), ttl=2.0, clock=clock)
+    ahead.listed("/t", subdirs(4))
+    assert ahead.peek("/t/d2") is None  # nothing fetched yet
+    ahead.take("/t/d0")
+    ahead.take("/t/d1")
+    peeked = ahead.peek("/t/d2")
+    assert peeked is not None and peeked.prefixes == ["/t/d2/inner/"]
+    assert ahead.take("/t/d2") is peeked  # still there for its readdir
+    assert ahead.peek("/t/d2") is None  # used up by it
+    clock.now += 2.5
+    assert ahead.peek("/t/d3") is None  # too old to tell anything
+    assert lister.listed == ["/t/d2", "/t/d3"]

@@ -3,7 +3,8 @@ keep those caches right. Knows nothing of open files (filesystem.py lays those o
 
 Where an answer comes from, cheapest first: the stat cache (`stat_cache_expire`; "no
 such path" kept `negative_ttl`); a recent readdir of the parent that lacks the name
-(kept as long); the attributes fetched ahead for a listed entry (prefetch.py); S3: a
+(kept as long); the attributes fetched ahead for a listed entry (prefetch.py); for a
+directory, a listing of it a walk fetched ahead that shows its marker unchanged; S3: a
 HEAD of the key, then a LIST of `key/`'s first page, which tells a directory marker
 from an implicit directory (asked together, with the marker's HEAD, where the parent's
 last listing had no such name, or had it as a directory).
@@ -29,7 +30,7 @@ from datetime import datetime
 from run_s3fs.fs import layout
 from run_s3fs.fs.core.caches import Bounded, in_tree
 from run_s3fs.fs.core.prefetch import NOT_LISTED, AttrsAhead, ListingsAhead
-from run_s3fs.fs.engine import Engine, ObjectInfo, Page
+from run_s3fs.fs.engine import Engine, ListEntry, ObjectInfo, Page
 from run_s3fs.fs.layout import Attr
 
 MISSING = object()  # cached "no such path"
@@ -46,6 +47,14 @@ MAX_DIR_TIMES = 100_000  # directories whose entries changed here (~200 bytes ea
 
 def seconds(when: datetime | None) -> int:
     return int(when.timestamp()) if when else 0
+
+
+def as_dir(attr: Attr) -> Attr:
+    """A marker's attributes; a marker with a file mode is a directory all the same (the
+    key decides)."""
+    if attr.is_dir:
+        return attr
+    return replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode), size=0)
 
 
 @dataclass(frozen=True)
@@ -137,12 +146,7 @@ class Namespace:
         return attr
 
     def _as_dir(self, info: ObjectInfo) -> Attr:
-        """A marker's attributes; a marker with a file mode is a directory all the same
-        (the key decides)."""
-        attr = self.decode(info)
-        if attr.is_dir:
-            return attr
-        return replace(attr, mode=stat.S_IFDIR | stat.S_IMODE(attr.mode), size=0)
+        return as_dir(self.decode(info))
 
     def implicit_dir(self) -> Attr:
         return layout.implicit_dir_attr(self.settings.uid, self.settings.gid)
@@ -183,10 +187,38 @@ class Namespace:
             cached = self.stats.get(path)
             if isinstance(cached, Attr):
                 return cached
+        attr = self._dir_unchanged(path)
+        if attr is not None:
+            return attr
         attr = self.fetch(path)
         if attr is None:
             raise OSError(errno.ENOENT, "no such file or directory")
         return attr
+
+    def _dir_unchanged(self, path: str) -> Attr | None:
+        """A directory's attributes, again, where a walk has fetched its listing ahead
+        and that listing shows its marker as we last saw it: the walk outlived the stat
+        cache (`find` over 20,000 files on a slow server), and a listing moments old is
+        as good a witness as a HEAD of the marker. Whether an object of the same name
+        has appeared since is for the parent's next listing to tell (as in read_dir)."""
+        listing = self.listings_ahead.peek(path)
+        if listing is None or not listing.files:
+            return None
+        first = listing.files[0]  # a marker sorts before every other key below it
+        known = self._unchanged(first) if first.key == self.dkey(path) else None
+        if known is None:
+            return None
+        attr = as_dir(known)
+        self.stats.put(path, attr)
+        return attr
+
+    def _unchanged(self, item: ListEntry) -> Attr | None:
+        """The attributes last decoded from object `item.key`, if a listing shows it with
+        the same ETag and Last-Modified (its headers change only with those)."""
+        known = self.objects.get(item.key, touch=True)
+        if known and item.etag and known[:2] == (item.etag, seconds(item.last_modified)):
+            return known[2]
+        return None
 
     def exists(self, path: str) -> bool:
         try:
@@ -326,12 +358,12 @@ class Namespace:
                 continue
             hint[name] = False
             child = posixpath.join(path, name)
-            known = self.objects.get(item.key, touch=True)
-            if known and item.etag and known[:2] == (item.etag, seconds(item.last_modified)):
+            known = self._unchanged(item)
+            if known is not None:
                 # Unchanged since we last saw it: its attributes are as good as fetched
                 # now (a fresh TTL, or a long `ls -l` outlives the earlier entries).
-                entries[name] = DirEntry(name, known[2].is_dir)
-                self.stats.put(child, known[2])
+                entries[name] = DirEntry(name, known.is_dir)
+                self.stats.put(child, known)
                 continue
             entries[name] = DirEntry(name, False, empty=item.size == 0)
             if self._unknown(child):

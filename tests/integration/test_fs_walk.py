@@ -1,0 +1,97 @@
+"""A walk (`find`) through the namespace, without a mount, against the moto server: when
+the walk outlives the stat cache, the directories it comes to are known again from the
+listings it fetched ahead, with no request of their own, unless a listing shows that a
+marker changed."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+from engine_support import make_engine
+from faultproxy import FaultProxy
+
+from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
+
+DIR_META = {"mode": "16877", "uid": "0", "gid": "0", "mtime": "1700000000"}
+STAT_TTL = 0.5  # outlived by the walk below
+LISTING_TTL = 5.0  # a listing fetched ahead serves this long
+
+
+def put_marker(s3, bucket: str, key: str, mtime: str = "1700000000") -> None:
+    s3.put_object(
+        Bucket=bucket,
+        Key=key,
+        Body=b"",
+        ContentType="application/x-directory",
+        Metadata={**DIR_META, "mtime": mtime},
+    )
+
+
+@pytest.fixture
+def walked(s3_server, s3, bucket) -> Iterator[tuple[Namespace, FaultProxy]]:
+    """A tree of six marked directories, listed, and its first two directories looked
+    up: the other markers are fetched ahead."""
+    put_marker(s3, bucket, "tree/")
+    for d in range(6):
+        put_marker(s3, bucket, f"tree/d{d}/")
+        s3.put_object(Bucket=bucket, Key=f"tree/d{d}/f", Body=b"x")
+    proxy = FaultProxy(s3_server.url).start()
+    engine = make_engine(proxy.url, bucket)
+    ns = Namespace(
+        engine,
+        NamespaceSettings(
+            prefix="",
+            uid=0,
+            gid=0,
+            stat_ttl=STAT_TTL,
+            negative_ttl=LISTING_TTL,
+            max_entries=1000,
+            max_in_flight=8,
+        ),
+    )
+    try:
+        ns.lookup("/tree")
+        ns.read_dir("/tree")
+        for d in range(2):
+            ns.lookup(f"/tree/d{d}")
+        yield ns, proxy
+    finally:
+        engine.close()
+        proxy.stop()
+
+
+def test_a_walk_past_the_stat_cache_knows_its_directories_from_their_listings(walked):
+    ns, proxy = walked
+    for d in range(2):
+        ns.read_dir(f"/tree/d{d}")  # the second: the next listings are fetched ahead
+    for d in range(2, 6):
+        assert ns.listings_ahead.peek(f"/tree/d{d}") is not None
+    time.sleep(STAT_TTL + 0.2)  # every directory's attributes have expired
+    before = proxy.stats.requests
+    proxy.seen.clear()
+    for d in range(2, 6):
+        attr = ns.lookup(f"/tree/d{d}")
+        assert attr.is_dir and attr.mode == 0o40755 and attr.mtime_ns == 1700000000 * 10**9
+        assert "f" in ns.read_dir(f"/tree/d{d}")
+    # Before, each lookup asked three questions (an object? its marker? keys below?).
+    # Now: nothing for the lookups, and no more than a listing or two for the readdirs
+    # that the lead had not reached yet.
+    assert not [r for r in proxy.seen if r.startswith("HEAD")], list(proxy.seen)
+    assert proxy.stats.requests - before <= 2, list(proxy.seen)
+
+
+def test_a_marker_a_listing_shows_changed_is_asked_for_again(walked, s3, bucket):
+    ns, proxy = walked
+    time.sleep(1.1)  # the next second: a new Last-Modified
+    put_marker(s3, bucket, "tree/d5/", mtime="1800000000")
+    for d in range(2):
+        ns.read_dir(f"/tree/d{d}")  # d5's listing is fetched ahead, after the change
+    listing = ns.listings_ahead.peek("/tree/d5")
+    assert listing is not None and listing.files[0].key == "tree/d5/"
+    time.sleep(STAT_TTL + 0.2)
+    proxy.seen.clear()
+    attr = ns.lookup("/tree/d5")
+    assert attr.mtime_ns == 1800000000 * 10**9  # asked, not taken from what it was
+    assert [r for r in proxy.seen if r.startswith("HEAD")], list(proxy.seen)
