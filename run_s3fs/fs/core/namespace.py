@@ -4,10 +4,10 @@ keep those caches right. Knows nothing of open files (filesystem.py lays those o
 Where an answer comes from, cheapest first: the stat cache (`stat_cache_expire`; "no
 such path" kept `negative_ttl`); a recent readdir of the parent that lacks the name
 (kept as long); the attributes fetched ahead for a listed entry (prefetch.py); for a
-directory, a listing of it a walk fetched ahead that shows its marker unchanged; S3: a
-HEAD of the key, then a LIST of `key/`'s first page, which tells a directory marker
-from an implicit directory (asked together, with the marker's HEAD, where the parent's
-last listing had no such name, or had it as a directory).
+directory, a listing of it a walk fetched ahead (its marker unchanged, or keys below and
+no marker); S3: a HEAD of the key, then a LIST of `key/`'s first page, which tells a
+directory marker from an implicit directory (asked together, with the marker's HEAD,
+where the parent's last listing had no such name, or had it as a directory).
 Other mounts' changes are seen when entries expire; readdir always lists anew.
 
 Two things only this mount knows are kept beside the caches: when it last added or
@@ -196,19 +196,26 @@ class Namespace:
         return attr
 
     def _dir_unchanged(self, path: str) -> Attr | None:
-        """A directory's attributes, again, where a walk has fetched its listing ahead
-        and that listing shows its marker as we last saw it: the walk outlived the stat
-        cache (`find` over 20,000 files on a slow server), and a listing moments old is
-        as good a witness as a HEAD of the marker. Whether an object of the same name
-        has appeared since is for the parent's next listing to tell (as in read_dir)."""
+        """A directory's attributes, again, where a walk has fetched its listing ahead:
+        the walk outlived the stat cache (`find` over 20,000 files on a slow server), and
+        a listing moments old is as good a witness as the lookup's own listing. If it
+        shows the marker as we last saw it (ETag, Last-Modified), the marker's attributes
+        still hold; if it shows keys below and no marker, the directory is implicit. A
+        marker shown changed, or never seen, is asked for. Whether an object of the same
+        name has appeared since is for the parent's next listing to tell (as in read_dir).
+        """
         listing = self.listings_ahead.peek(path)
-        if listing is None or not listing.files:
+        if listing is None:
             return None
-        first = listing.files[0]  # a marker sorts before every other key below it
-        known = self._unchanged(first) if first.key == self.dkey(path) else None
-        if known is None:
+        if listing.files and listing.files[0].key == self.dkey(path):
+            known = self._unchanged(listing.files[0])  # a marker sorts first below it
+            if known is None:
+                return None
+            attr = as_dir(known)
+        elif (listing.files or listing.prefixes) and not self.settings.compat_dir:
+            attr = self.implicit_dir()  # (with compat_dir, a `dir_$folder$` may say more)
+        else:
             return None
-        attr = as_dir(known)
         self.stats.put(path, attr)
         return attr
 
