@@ -277,18 +277,18 @@ class ListingsAhead:
         with self._lock:
             self._note_read(path)
             fetched = self._fetched.pop(path, None)
-        if fetched is None:
-            return None
-        listing, arrived = fetched.result()
-        if listing is None or self._clock() - arrived > self._ttl:
-            return None  # the caller lists anew (and reports what goes wrong then)
-        return listing
+        # None: the caller lists anew (and reports what goes wrong then)
+        return self._fresh(fetched)
 
     def peek(self, path: str) -> Listing | None:
         """The listing of `path` fetched ahead (waiting for it if in flight), if it is
         fresh; it still serves the readdir to come."""
         with self._lock:
             fetched = self._fetched.get(path)
+        return self._fresh(fetched)
+
+    def _fresh(self, fetched: Future[tuple[Listing | None, float]] | None) -> Listing | None:
+        """The listing a fetch ahead brought, if it came within the ttl (waits for it)."""
         if fetched is None:
             return None
         listing, arrived = fetched.result()
