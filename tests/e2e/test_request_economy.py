@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ACCESS_KEY, SECRET_KEY, fuse_usable, start_mount
+from engine_support import DIR_META, put_marker
 from faultproxy import FaultProxy, FaultRates
 
 from run_s3fs.fs.fusebuf import read_ahead, read_size
@@ -20,14 +21,6 @@ from run_s3fs.fs.fusebuf import read_ahead, read_size
 MIB = 1024 * 1024
 BIG = os.urandom(40 * MIB + 4321)
 FILE_META = {"mode": "33188", "uid": "0", "gid": "0", "mtime": "1700000000"}
-DIR_META = {"mode": "16877", "uid": "0", "gid": "0", "mtime": "1700000000"}
-
-
-def put_marker(client, bucket: str, key: str) -> None:
-    """A directory marker as s3fs makes one, with its headers."""
-    client.put_object(
-        Bucket=bucket, Key=key, Body=b"", ContentType="application/x-directory", Metadata=DIR_META
-    )
 
 
 @pytest.fixture(scope="module")

@@ -10,24 +10,13 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from engine_support import make_engine
+from engine_support import make_engine, make_namespace, put_marker
 from faultproxy import FaultProxy
 
-from run_s3fs.fs.core.namespace import Namespace, NamespaceSettings
+from run_s3fs.fs.core.namespace import Namespace
 
-DIR_META = {"mode": "16877", "uid": "0", "gid": "0", "mtime": "1700000000"}
 STAT_TTL = 0.5  # outlived by the walk below
 LISTING_TTL = 5.0  # a listing fetched ahead serves this long
-
-
-def put_marker(s3, bucket: str, key: str, mtime: str = "1700000000") -> None:
-    s3.put_object(
-        Bucket=bucket,
-        Key=key,
-        Body=b"",
-        ContentType="application/x-directory",
-        Metadata={**DIR_META, "mtime": mtime},
-    )
 
 
 @contextmanager
@@ -44,18 +33,7 @@ def walk_started(
         s3.put_object(Bucket=bucket, Key=f"tree/d{d}/f", Body=b"x")
     proxy = FaultProxy(server_url).start()
     engine = make_engine(proxy.url, bucket)
-    ns = Namespace(
-        engine,
-        NamespaceSettings(
-            prefix="",
-            uid=0,
-            gid=0,
-            stat_ttl=STAT_TTL,
-            negative_ttl=LISTING_TTL,
-            max_entries=1000,
-            max_in_flight=8,
-        ),
-    )
+    ns = make_namespace(engine, stat_ttl=STAT_TTL, negative_ttl=LISTING_TTL, max_in_flight=8)
     try:
         ns.lookup("/tree")
         ns.read_dir("/tree")
